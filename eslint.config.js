@@ -1,0 +1,44 @@
+// ESLint: typed rules everywhere, and the determinism rules for workflow code (src/workflows/**):
+// no Node built-ins, no I/O packages, no floating promises.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+import { builtinModules } from 'node:module';
+
+const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', '.keel/**', 'bench/**/node_modules/**', 'dist/**', 'bin/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/cli.ts'],
+    rules: { 'no-console': 'error' },
+  },
+  {
+    files: ['src/workflows/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: nodeBuiltins.map((name) => ({ name, message: 'Workflow code is sandboxed: no Node built-ins.' })),
+          patterns: [
+            { group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity', '@anthropic-ai/sdk', 'pino', 'better-sqlite3', 'pg'], message: 'Workflow code must not import I/O packages.' },
+            { group: ['../activities/*', '../activities/**'], allowTypeImports: true, message: 'Workflows import activity types only.' },
+          ],
+        },
+      ],
+      'no-restricted-globals': ['error', { name: 'setTimeout', message: 'Use sleep() from @temporalio/workflow.' }],
+      'no-restricted-properties': ['error', { object: 'Math', property: 'random', message: 'Math.random is replaced in the sandbox; say why if you need it.' }],
+    },
+  },
+);

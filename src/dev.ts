@@ -1,0 +1,97 @@
+/**
+ * The embedded stack behind `keel dev` and `keel demo`: a Temporal dev server (reused when one answers
+ * at TEMPORAL_ADDRESS, else started in the background on a SQLite file under KEEL_DATA_DIR so it outlives
+ * the command and keeps its Web UI up), the scripted Messages API server when no ANTHROPIC_API_KEY or
+ * ANTHROPIC_BASE_URL is set, the demo services when no KEEL_DEMO_URL is set, and a worker in-process.
+ */
+import path from 'node:path';
+import { dataDir, loadConfig, type KeelConfig } from './config.js';
+import { startDemoServices, type DemoServices } from './demo/index.js';
+import { ensureTemporal } from './devserver/index.js';
+import { createLogger } from './logging.js';
+import { startScriptedModel, type ScriptedModelServer } from './scripted/index.js';
+import { createKeelWorker, type KeelWorker } from './worker.js';
+
+/** A running embedded stack. */
+export interface EmbeddedStack {
+  /** Configuration with the embedded endpoints filled in. */
+  config: KeelConfig;
+  /** The environment a tool or another process should use to reach the same stack. */
+  env: Record<string, string>;
+  temporalAddress: string;
+  /** The Web UI, when this stack started the server (a reused server's UI is wherever it is). */
+  uiUrl?: string;
+  /** Set when the scripted model runs in-process. */
+  modelUrl?: string;
+  demoUrl?: string;
+  worker: KeelWorker;
+  /** Where the worker's structured logs go. */
+  workerLog: string;
+  /** Stops the worker and the in-process servers; the Temporal server keeps running in the background. */
+  stop(): Promise<void>;
+}
+
+/** Starts whatever of the stack is not already reachable. */
+export async function startEmbeddedStack(
+  opts: { env?: NodeJS.ProcessEnv; log?: (line: string) => void } = {},
+): Promise<EmbeddedStack> {
+  const env = { ...(opts.env ?? process.env) };
+  const log = opts.log ?? (() => {});
+  const base = loadConfig(env);
+  const dir = dataDir(base);
+
+  const temporal = await ensureTemporal({
+    address: base.TEMPORAL_ADDRESS,
+    namespace: base.TEMPORAL_NAMESPACE,
+    dataDir: dir,
+    env,
+    detached: true,
+    log,
+  });
+  const uiUrl = temporal.started?.uiUrl;
+  log(temporal.reused ? `temporal: using ${temporal.address}` : `temporal: started at ${temporal.address}${uiUrl ? `, Web UI ${uiUrl}` : ''}`);
+
+  let model: ScriptedModelServer | undefined;
+  let demo: DemoServices | undefined;
+  try {
+    if (!base.ANTHROPIC_API_KEY && !base.ANTHROPIC_BASE_URL) {
+      model = await startScriptedModel();
+      env.ANTHROPIC_BASE_URL = model.url;
+      log(`model: scripted Messages API at ${model.url} (set ANTHROPIC_API_KEY to use Claude)`);
+    }
+    if (!base.KEEL_DEMO_URL) {
+      demo = await startDemoServices();
+      env.KEEL_DEMO_URL = demo.url;
+      log(`demo services: ${demo.url} (ledger at ${demo.url}/ledger)`);
+    }
+    env.TEMPORAL_ADDRESS = temporal.address;
+    const config = loadConfig(env);
+    const workerLog = config.KEEL_LOG_FILE ?? path.join(dir, 'worker.log');
+    const worker = await createKeelWorker({
+      config,
+      toolEnv: env,
+      logger: createLogger({ level: config.KEEL_LOG_LEVEL, file: workerLog }),
+    });
+    const running = worker.worker.run();
+    log(`worker: polling task queue ${config.KEEL_TASK_QUEUE} (logs: ${path.relative(process.cwd(), workerLog)})`);
+    return {
+      config,
+      env: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined)),
+      temporalAddress: temporal.address,
+      ...(uiUrl ? { uiUrl } : {}),
+      ...(model ? { modelUrl: model.url } : {}),
+      ...(env.KEEL_DEMO_URL ? { demoUrl: env.KEEL_DEMO_URL } : {}),
+      worker,
+      workerLog,
+      async stop() {
+        worker.worker.shutdown();
+        await running.catch(() => undefined);
+        await worker.connection.close();
+        await Promise.all([model?.close(), demo?.close()]);
+      },
+    };
+  } catch (err) {
+    await Promise.all([model?.close(), demo?.close()]);
+    throw err;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Replay: run a recorded session history against the current workflow code and report whether the code
+ * still makes the same decisions. A `DeterminismViolationError` means a change to `src/workflows/`
+ * would break sessions that are running now.
+ */
+import { readFile } from 'node:fs/promises';
+import { Worker, type WorkerOptions } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
+import { WORKFLOWS_PATH } from './worker.js';
+
+type History = ReturnType<typeof historyFromJSON>;
+
+/** The outcome of one replay. */
+export interface ReplayReport {
+  workflowId: string;
+  events: number;
+  deterministic: boolean;
+  /** Set when the replay found a difference or failed. */
+  error?: { type: string; message: string };
+}
+
+/** Reads a history exported as JSON (Web UI download, `temporal workflow show --output json`, or `fetchHistory`). */
+export async function readHistoryFile(file: string): Promise<History> {
+  const text = await readFile(file, 'utf8');
+  const json = JSON.parse(text) as { events?: unknown[] };
+  if (!json || !Array.isArray(json.events)) throw new Error(`${file}: not a workflow history (no "events" array)`);
+  return historyFromJSON(json);
+}
+
+/** Replays one history; never throws for a determinism problem, only reports it. */
+export async function replayHistory(
+  history: History,
+  workflowId: string,
+  opts: { workflowBundle?: WorkerOptions['workflowBundle'] } = {},
+): Promise<ReplayReport> {
+  const events = history.events?.length ?? 0;
+  try {
+    await Worker.runReplayHistory(
+      opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH },
+      history,
+      workflowId,
+    );
+    return { workflowId, events, deterministic: true };
+  } catch (err) {
+    const e = err as Error;
+    return {
+      workflowId,
+      events,
+      deterministic: false,
+      error: { type: e.name, message: e.message },
+    };
+  }
+}
+
+/** Fetches a session's history from the server and replays it. */
+export async function replaySession(
+  client: Client,
+  workflowId: string,
+  opts: { workflowBundle?: WorkerOptions['workflowBundle'] } = {},
+): Promise<ReplayReport> {
+  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  return replayHistory(history, workflowId, opts);
+}

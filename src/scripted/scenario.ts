@@ -1,0 +1,269 @@
+// Scenario scripts for the scripted Messages API server: the zod schema of a scenario file, the
+// loader that reads every `*.json` file of a list of directories, and the default directory list
+// (`<repo>/scenarios` plus each entry of `KEEL_SCENARIOS_DIR`). A scenario is the fake model's whole
+// behaviour, turn by turn: what it answers, how long it takes, which HTTP faults it injects first, and
+// which tool results it expects to have been sent. Parsing is strict inside turns so that a typo in a
+// hand-written file (`"latency"` for `"latency_ms"`) fails loudly with the file name and the JSON path,
+// instead of silently changing what a test exercises.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+/** A `text` content block the scripted model answers with. */
+export const ScenarioTextBlockSchema = z.strictObject({
+  type: z.literal('text'),
+  text: z.string(),
+});
+
+/**
+ * A `tool_use` content block the scripted model answers with. The file carries no `id`: the server
+ * derives one from the scenario name, turn and position so every attempt sees the same id.
+ */
+export const ScenarioToolUseBlockSchema = z.strictObject({
+  type: z.literal('tool_use'),
+  name: z.string().min(1),
+  input: z.record(z.string(), z.unknown()),
+});
+
+/** One content block of a scripted turn: `text` or `tool_use`. */
+export const ScenarioContentBlockSchema = z.discriminatedUnion('type', [
+  ScenarioTextBlockSchema,
+  ScenarioToolUseBlockSchema,
+]);
+
+/** A content block of a scripted turn. */
+export type ScenarioContentBlock = z.infer<typeof ScenarioContentBlockSchema>;
+
+/**
+ * An HTTP fault injected before a turn succeeds: the first `times` attempts of the turn (after the
+ * attempts consumed by earlier entries of the same `faults` list) get `status`. `retry_after_ms`
+ * (milliseconds) adds `retry-after` (seconds, rounded up) and `retry-after-ms` headers.
+ */
+export const ScenarioFaultSchema = z.strictObject({
+  status: z.number().int().min(400).max(599),
+  times: z.number().int().min(1),
+  retry_after_ms: z.number().int().min(0).optional(),
+});
+
+/** A scripted HTTP fault. */
+export type ScenarioFault = z.infer<typeof ScenarioFaultSchema>;
+
+/**
+ * What one tool result of the request's last user message must look like: `is_error` (absent in the
+ * block means `false`) must be equal if given; `contains` must be a substring of the result text.
+ */
+export const ScenarioExpectedToolResultSchema = z.strictObject({
+  is_error: z.boolean().optional(),
+  contains: z.string().optional(),
+});
+
+/** An expectation on one tool result. */
+export type ScenarioExpectedToolResult = z.infer<typeof ScenarioExpectedToolResultSchema>;
+
+/** One turn of the scripted model: its answer, plus the optional latency, faults and expectations. */
+export const ScenarioTurnSchema = z.strictObject({
+  /** The content blocks of the assistant message, in order. */
+  content: z.array(ScenarioContentBlockSchema),
+  /** The `stop_reason` of the response. */
+  stop_reason: z.enum(['end_turn', 'tool_use', 'max_tokens', 'stop_sequence', 'pause_turn', 'refusal']),
+  /** Token usage reported for the turn; estimated from the request and the answer when absent. */
+  usage: z
+    .strictObject({
+      input_tokens: z.number().int().min(0),
+      output_tokens: z.number().int().min(0),
+    })
+    .optional(),
+  /** Delay before the successful response is sent, in milliseconds. */
+  latency_ms: z.number().int().min(0).optional(),
+  /** Faults answered before the turn succeeds, applied in sequence. */
+  faults: z.array(ScenarioFaultSchema).optional(),
+  /** Checks on the tool results of the request's last user message; a mismatch is a 400. */
+  expect: z
+    .strictObject({
+      tool_results: z.array(ScenarioExpectedToolResultSchema),
+    })
+    .optional(),
+});
+
+/** One turn of a scenario. */
+export type ScenarioTurn = z.infer<typeof ScenarioTurnSchema>;
+
+/**
+ * A scenario file: the model name `scripted/<name>` selects it. Unknown top-level keys are ignored
+ * (room for authors' notes); keys inside turns are checked strictly.
+ */
+export const ScenarioSchema = z.object({
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'name must be letters, digits, ".", "_" or "-" (it becomes the model name scripted/<name>)'),
+  description: z.string(),
+  turns: z.array(ScenarioTurnSchema).min(1),
+});
+
+/** A scenario script, as parsed from a file or given in memory. */
+export type Scenario = z.infer<typeof ScenarioSchema>;
+
+/** Formats zod issues as `path: message` lines, the path in dotted form (`turns.1.faults.0.status`). */
+function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length > 0 ? issue.path.map(String).join('.') : '(root)'}: ${issue.message}`)
+    .join('; ');
+}
+
+/**
+ * Parses one scenario file.
+ *
+ * @param file - path of a JSON scenario file.
+ * @returns the validated scenario.
+ * @throws Error naming the file and, for a schema violation, each issue's JSON path.
+ */
+export function parseScenarioFile(file: string): Scenario {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`scenario file ${file} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  }
+  const parsed = ScenarioSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new Error(`scenario file ${file} is invalid: ${formatIssues(parsed.error)}`, { cause: parsed.error });
+  }
+  return parsed.data;
+}
+
+/** Lists the `*.json` files of a directory, sorted; an absent directory has none. */
+function listScenarioFiles(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    // A directory that does not exist (yet) holds no scenarios; anything else (not a directory, no
+    // permission) is a configuration mistake worth surfacing.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new Error(`cannot read scenario directory ${dir}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  }
+  return names
+    .filter((n) => n.endsWith('.json'))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+/**
+ * Reads every `*.json` file in each directory (files in name order, directories in list order) and
+ * returns the scenarios by name. When two files declare the same name, the later one wins, so a
+ * directory from `KEEL_SCENARIOS_DIR` can override a bundled scenario. A directory that does not
+ * exist contributes nothing.
+ *
+ * @param dirs - directories to read, e.g. {@link scenarioDirs}().
+ * @throws Error naming the file and the zod issue path when a file is malformed.
+ */
+export function loadScenarios(dirs: string[]): Map<string, Scenario> {
+  const scenarios = new Map<string, Scenario>();
+  for (const dir of dirs) {
+    for (const file of listScenarioFiles(dir)) {
+      const scenario = parseScenarioFile(file);
+      scenarios.set(scenario.name, scenario);
+    }
+  }
+  return scenarios;
+}
+
+/**
+ * The directories scenarios are read from: the repository's `scenarios/` folder, then each entry of
+ * `KEEL_SCENARIOS_DIR` (split on `path.delimiter`, empty entries ignored, resolved against the
+ * working directory).
+ *
+ * @param env - environment to read `KEEL_SCENARIOS_DIR` from; defaults to `process.env`.
+ */
+export function scenarioDirs(env: NodeJS.ProcessEnv = process.env): string[] {
+  const bundled = fileURLToPath(new URL('../../scenarios', import.meta.url));
+  const extra = (env['KEEL_SCENARIOS_DIR'] ?? '')
+    .split(path.delimiter)
+    .map((d) => d.trim())
+    .filter((d) => d.length > 0)
+    .map((d) => path.resolve(d));
+  return [bundled, ...extra];
+}
+
+/** What one {@link ScenarioLoader.load} call found: the valid scenarios and the files that failed. */
+export interface ScenarioLoadResult {
+  /** Valid scenarios by name (in-memory extras included, winning over files). */
+  scenarios: Map<string, Scenario>;
+  /** One message per file that could not be loaded, naming the file and the issue. */
+  errors: string[];
+}
+
+interface CachedFile {
+  mtimeMs: number;
+  size: number;
+  result: { scenario: Scenario } | { error: string };
+}
+
+/**
+ * Loads scenarios from directories on every call, re-parsing only files whose mtime or size changed,
+ * so a file added or edited while a server runs is picked up without a restart. Unlike
+ * {@link loadScenarios} it does not throw on a malformed file: it reports it, so one broken file does
+ * not take down the scenarios that are fine. Used by the scripted server; not part of the public API.
+ */
+export class ScenarioLoader {
+  private readonly cache = new Map<string, CachedFile>();
+
+  /**
+   * @param dirs - directories to read on each {@link load}.
+   * @param extras - in-memory scenarios that win over files of the same name.
+   */
+  constructor(
+    private readonly dirs: string[],
+    private readonly extras: Scenario[] = [],
+  ) {}
+
+  /** Reads the directories (cheaply, using the cache) and returns the current scenarios. */
+  load(): ScenarioLoadResult {
+    const scenarios = new Map<string, Scenario>();
+    const errors: string[] = [];
+    const seen = new Set<string>();
+    for (const dir of this.dirs) {
+      let files: string[];
+      try {
+        files = listScenarioFiles(dir);
+      } catch (err) {
+        errors.push(err instanceof Error ? err.message : String(err));
+        continue;
+      }
+      for (const file of files) {
+        seen.add(file);
+        const entry = this.loadFile(file);
+        if (entry === undefined) continue;
+        if ('scenario' in entry) scenarios.set(entry.scenario.name, entry.scenario);
+        else errors.push(entry.error);
+      }
+    }
+    for (const file of this.cache.keys()) if (!seen.has(file)) this.cache.delete(file);
+    for (const scenario of this.extras) scenarios.set(scenario.name, scenario);
+    return { scenarios, errors };
+  }
+
+  private loadFile(file: string): CachedFile['result'] | undefined {
+    let stat;
+    try {
+      stat = statSync(file);
+    } catch {
+      return undefined; // removed between readdir and stat
+    }
+    const cached = this.cache.get(file);
+    if (cached && cached.mtimeMs === stat.mtimeMs && cached.size === stat.size) return cached.result;
+    let result: CachedFile['result'];
+    try {
+      result = { scenario: parseScenarioFile(file) };
+    } catch (err) {
+      result = { error: err instanceof Error ? err.message : String(err) };
+    }
+    this.cache.set(file, { mtimeMs: stat.mtimeMs, size: stat.size, result });
+    return result;
+  }
+}

@@ -1,0 +1,706 @@
+// The scripted Messages API server: a local node:http server that answers `POST /v1/messages` the way
+// the Anthropic Messages API does, playing scenario scripts (see ./scenario.ts) so the real
+// `@anthropic-ai/sdk` code path runs in tests and in the demo without internet. It is stateless about
+// conversations: the turn is the number of assistant messages in the request, and ids are derived from
+// scenario, turn and position, so worker crashes and retries replay the same answers. The only state it
+// keeps is the per-(scenario, turn, session) attempt counter that makes scripted faults (429, 529, …)
+// happen on the first attempts and then stop. Requests are validated like the real API (tool_use /
+// tool_result pairing, roles, …) and checked against a turn's `expect`, so a broken agent loop gets a
+// precise 400 instead of a plausible answer.
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  ScenarioLoader,
+  ScenarioSchema,
+  scenarioDirs as defaultScenarioDirs,
+  type Scenario,
+  type ScenarioContentBlock,
+  type ScenarioTurn,
+} from './scenario.js';
+
+/** Largest request body accepted, in bytes (32 MB, as the real API); larger bodies get a 413. */
+export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+
+/** The prefix of model names the server answers: `scripted/<scenario name>`. */
+export const SCRIPTED_MODEL_PREFIX = 'scripted/';
+
+/** A pino-compatible logger (pino's `Logger` fits); the server logs faults, rejections and load errors. */
+export interface ScriptedModelLogger {
+  /** Routine events: a request answered. */
+  debug(obj: object, msg?: string): void;
+  /** A scripted fault was injected. */
+  info(obj: object, msg?: string): void;
+  /** A request was rejected, or a scenario file could not be loaded. */
+  warn(obj: object, msg?: string): void;
+}
+
+/** Options of {@link startScriptedModel}. */
+export interface ScriptedModelOptions {
+  /** TCP port to listen on; default 0 (a random free port). */
+  port?: number;
+  /** Interface to bind; default `127.0.0.1`. */
+  host?: string;
+  /** Directories whose `*.json` files are scenarios; default {@link scenarioDirs}(). Re-read on each request. */
+  scenarioDirs?: string[];
+  /** In-memory scenarios, validated at start; they win over files of the same name. */
+  scenarios?: Scenario[];
+  /** Optional pino-compatible logger; nothing is logged without one. */
+  logger?: ScriptedModelLogger;
+}
+
+/** A running scripted Messages API server. */
+export interface ScriptedModelServer {
+  /** Base URL, e.g. `http://127.0.0.1:54321`; usable as `ANTHROPIC_BASE_URL` or the SDK's `baseURL`. */
+  readonly url: string;
+  /** The port the server listens on. */
+  readonly port: number;
+  /** How many `POST /v1/messages` requests were received so far (all of them, including rejected ones). */
+  readonly requests: number;
+  /** Stops listening, drops open connections and pending delayed responses. */
+  close(): Promise<void>;
+}
+
+/** An API error to answer with: status, Anthropic error type, message and extra headers. */
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** Anthropic's error type for an HTTP status. */
+function errorTypeFor(status: number): string {
+  switch (status) {
+    case 400:
+      return 'invalid_request_error';
+    case 401:
+      return 'authentication_error';
+    case 402:
+      return 'billing_error';
+    case 403:
+      return 'permission_error';
+    case 404:
+      return 'not_found_error';
+    case 413:
+      return 'request_too_large';
+    case 429:
+      return 'rate_limit_error';
+    case 504:
+      return 'timeout_error';
+    case 529:
+      return 'overloaded_error';
+    default:
+      return status >= 500 ? 'api_error' : 'invalid_request_error';
+  }
+}
+
+const invalid = (message: string): ApiError => new ApiError(400, 'invalid_request_error', message);
+
+function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** The id of the `tool_use` block at `position` of turn `turn` (0-based) of a scenario. */
+function toolUseId(scenario: string, turn: number, position: number): string {
+  return `toolu_${sha256Hex(`${scenario}:${turn}:${position}`).slice(0, 24)}`;
+}
+
+/** The id of the message answering turn `turn` (0-based) of a scenario. */
+function messageId(scenario: string, turn: number): string {
+  return `msg_${sha256Hex(`${scenario}:${turn}`).slice(0, 24)}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Request validation (shape first, then the cross-message rules), with the real API's wording where
+// it is known.
+
+type Json = Record<string, unknown>;
+
+interface RequestBlock extends Json {
+  type: string;
+}
+
+interface RequestMessage {
+  role: 'user' | 'assistant';
+  content: string | RequestBlock[];
+}
+
+interface MessagesRequest {
+  model: string;
+  messages: RequestMessage[];
+  system: unknown;
+  tools: unknown[] | undefined;
+  userId: string | undefined;
+  stream: boolean;
+}
+
+function isRecord(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function validateBlock(block: unknown, at: string, role: RequestMessage['role']): RequestBlock {
+  if (!isRecord(block)) throw invalid(`${at}: Input should be a valid dictionary`);
+  const type = block['type'];
+  if (type === undefined) throw invalid(`${at}.type: Field required`);
+  if (typeof type !== 'string') throw invalid(`${at}.type: Input should be a valid string`);
+  const requireString = (key: string): void => {
+    if (block[key] === undefined) throw invalid(`${at}.${key}: Field required`);
+    if (typeof block[key] !== 'string') throw invalid(`${at}.${key}: Input should be a valid string`);
+  };
+  switch (type) {
+    case 'text':
+      requireString('text');
+      break;
+    case 'tool_use':
+      if (role !== 'assistant') throw invalid(`${at}: tool_use blocks are only allowed in assistant messages`);
+      requireString('id');
+      requireString('name');
+      if (!isRecord(block['input'])) throw invalid(`${at}.input: Input should be a valid dictionary`);
+      break;
+    case 'tool_result': {
+      if (role !== 'user') throw invalid(`${at}: tool_result blocks are only allowed in user messages`);
+      requireString('tool_use_id');
+      const content = block['content'];
+      if (content !== undefined && typeof content !== 'string') {
+        if (!Array.isArray(content)) throw invalid(`${at}.content: Input should be a valid string or list of content blocks`);
+        content.forEach((inner, j) => {
+          if (!isRecord(inner) || typeof inner['type'] !== 'string') {
+            throw invalid(`${at}.content.${j}: Input should be a valid content block`);
+          }
+          if (inner['type'] === 'text' && typeof inner['text'] !== 'string') {
+            throw invalid(`${at}.content.${j}.text: Field required`);
+          }
+        });
+      }
+      const isError = block['is_error'];
+      if (isError !== undefined && typeof isError !== 'boolean') throw invalid(`${at}.is_error: Input should be a valid boolean`);
+      break;
+    }
+    default:
+      // image, document, thinking, … : accepted without a deeper check; the script does not read them.
+      break;
+  }
+  return block as RequestBlock;
+}
+
+function validateMessage(message: unknown, i: number, last: boolean): RequestMessage {
+  const at = `messages.${i}`;
+  if (!isRecord(message)) throw invalid(`${at}: Input should be a valid dictionary`);
+  const role = message['role'];
+  if (role === undefined) throw invalid(`${at}.role: Field required`);
+  if (role !== 'user' && role !== 'assistant') throw invalid(`${at}.role: Input should be 'user' or 'assistant'`);
+  const content = message['content'];
+  if (content === undefined) throw invalid(`${at}.content: Field required`);
+  const emptyError = (): ApiError =>
+    invalid(`${at}: all messages must have non-empty content except for the optional final assistant message`);
+  if (typeof content === 'string') {
+    if (content.length === 0 && !(last && role === 'assistant')) throw emptyError();
+    return { role, content };
+  }
+  if (!Array.isArray(content)) throw invalid(`${at}.content: Input should be a valid string or list of content blocks`);
+  if (content.length === 0 && !(last && role === 'assistant')) throw emptyError();
+  return { role, content: content.map((block, k) => validateBlock(block, `${at}.content.${k}`, role)) };
+}
+
+function validateTools(tools: unknown): unknown[] {
+  if (!Array.isArray(tools)) throw invalid('tools: Input should be a valid list');
+  const names = new Set<string>();
+  tools.forEach((tool, k) => {
+    const at = `tools.${k}`;
+    if (!isRecord(tool)) throw invalid(`${at}: Input should be a valid dictionary`);
+    const type = tool['type'];
+    // Server tools (web_search_20250305, …) carry a `type` and no input_schema.
+    if (type !== undefined && type !== 'custom') return;
+    const name = tool['name'];
+    if (name === undefined) throw invalid(`${at}.name: Field required`);
+    if (typeof name !== 'string' || !/^[a-zA-Z0-9_-]{1,128}$/.test(name)) {
+      throw invalid(`${at}.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'`);
+    }
+    if (names.has(name)) throw invalid('tools: Tool names must be unique.');
+    names.add(name);
+    if (tool['description'] !== undefined && typeof tool['description'] !== 'string') {
+      throw invalid(`${at}.description: Input should be a valid string`);
+    }
+    const schema = tool['input_schema'];
+    if (schema === undefined) throw invalid(`${at}.input_schema: Field required`);
+    if (!isRecord(schema)) throw invalid(`${at}.input_schema: Input should be a valid dictionary`);
+    if (schema['type'] !== 'object') throw invalid(`${at}.input_schema.type: Input should be 'object'`);
+  });
+  return tools;
+}
+
+function blocksOf(message: RequestMessage | undefined, type: string): RequestBlock[] {
+  if (message === undefined || typeof message.content === 'string') return [];
+  return message.content.filter((b) => b.type === type);
+}
+
+/** Checks tool_use / tool_result pairing across messages, in message order. */
+function validatePairing(messages: RequestMessage[]): void {
+  const seenToolUseIds = new Set<string>();
+  messages.forEach((message, i) => {
+    if (typeof message.content === 'string') return;
+    if (message.role === 'assistant') {
+      message.content.forEach((block, k) => {
+        if (block.type !== 'tool_use') return;
+        const id = block['id'] as string;
+        if (seenToolUseIds.has(id)) throw invalid(`messages.${i}.content.${k}: tool_use ids must be unique`);
+        seenToolUseIds.add(id);
+      });
+      const next = messages[i + 1];
+      if (next === undefined) return;
+      const answered = new Set(
+        next.role === 'user' ? blocksOf(next, 'tool_result').map((b) => b['tool_use_id'] as string) : [],
+      );
+      const missing = blocksOf(message, 'tool_use')
+        .map((b) => b['id'] as string)
+        .filter((id) => !answered.has(id));
+      if (missing.length > 0) {
+        throw invalid(
+          `messages.${i}: tool_use ids were found without tool_result blocks immediately after: ${missing.join(', ')}. ` +
+            'Each tool_use block must have a corresponding tool_result block in the next message.',
+        );
+      }
+    } else {
+      const previous = messages[i - 1];
+      const asked = new Set(
+        previous?.role === 'assistant' ? blocksOf(previous, 'tool_use').map((b) => b['id'] as string) : [],
+      );
+      message.content.forEach((block, k) => {
+        if (block.type !== 'tool_result') return;
+        const id = block['tool_use_id'] as string;
+        if (!asked.has(id)) {
+          throw invalid(
+            `messages.${i}.content.${k}: unexpected tool_use_id found in tool_result blocks: ${id}. ` +
+              'Each tool_result block must have a corresponding tool_use block in the previous message.',
+          );
+        }
+      });
+    }
+  });
+}
+
+/** Validates a parsed body like the real API; throws an {@link ApiError} 400 naming the first problem. */
+function validateRequest(body: unknown): MessagesRequest {
+  if (!isRecord(body)) throw invalid('Input should be a valid dictionary');
+  const model = body['model'];
+  if (model === undefined) throw invalid('model: Field required');
+  if (typeof model !== 'string') throw invalid('model: Input should be a valid string');
+  const maxTokens = body['max_tokens'];
+  if (maxTokens === undefined) throw invalid('max_tokens: Field required');
+  if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens)) throw invalid('max_tokens: Input should be a valid integer');
+  if (maxTokens < 1) throw invalid('max_tokens: Input should be greater than or equal to 1');
+  const rawMessages = body['messages'];
+  if (rawMessages === undefined) throw invalid('messages: Field required');
+  if (!Array.isArray(rawMessages)) throw invalid('messages: Input should be a valid list');
+  if (rawMessages.length === 0) throw invalid('messages: List should have at least 1 item after validation, not 0');
+  const messages = rawMessages.map((m, i) => validateMessage(m, i, i === rawMessages.length - 1));
+  if (messages[0]?.role !== 'user') throw invalid('messages: first message must use the "user" role');
+
+  const system = body['system'];
+  if (system !== undefined && typeof system !== 'string') {
+    if (!Array.isArray(system)) throw invalid('system: Input should be a valid string or list of text blocks');
+    system.forEach((block, k) => {
+      if (!isRecord(block) || block['type'] !== 'text' || typeof block['text'] !== 'string') {
+        throw invalid(`system.${k}: Input should be a text block ({"type": "text", "text": ...})`);
+      }
+    });
+  }
+  const tools = body['tools'] === undefined ? undefined : validateTools(body['tools']);
+  const metadata = body['metadata'];
+  let userId: string | undefined;
+  if (metadata !== undefined && metadata !== null) {
+    if (!isRecord(metadata)) throw invalid('metadata: Input should be a valid dictionary');
+    const id = metadata['user_id'];
+    if (id !== undefined && id !== null && typeof id !== 'string') throw invalid('metadata.user_id: Input should be a valid string');
+    userId = typeof id === 'string' && id.length > 0 ? id : undefined;
+  }
+  const stream = body['stream'];
+  if (stream !== undefined && typeof stream !== 'boolean') throw invalid('stream: Input should be a valid boolean');
+
+  validatePairing(messages);
+  return { model, messages, system, tools, userId, stream: stream === true };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Playing a scenario.
+
+function toolResultText(block: RequestBlock): string {
+  const content = block['content'];
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .filter((b): b is Json => isRecord(b) && b['type'] === 'text' && typeof b['text'] === 'string')
+    .map((b) => b['text'] as string)
+    .join('\n');
+}
+
+function preview(text: string): string {
+  return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
+}
+
+/** Checks a turn's `expect.tool_results` against the tool results of the request's last user message. */
+function checkExpectations(scenario: Scenario, turnIndex: number, turn: ScenarioTurn, request: MessagesRequest): void {
+  const expected = turn.expect?.tool_results;
+  if (expected === undefined) return;
+  const where = `scenario "${scenario.name}", turn ${turnIndex + 1} of ${scenario.turns.length}`;
+  const lastUser = [...request.messages].reverse().find((m) => m.role === 'user');
+  const actual = blocksOf(lastUser, 'tool_result');
+  if (actual.length !== expected.length) {
+    throw invalid(
+      `scripted expectation failed: ${where}: expected ${expected.length} tool_result block(s) in the last user message, got ${actual.length}`,
+    );
+  }
+  expected.forEach((want, i) => {
+    const got = actual[i] as RequestBlock;
+    const label = `${where}: tool_results[${i}] (tool_use_id ${String(got['tool_use_id'])})`;
+    const isError = got['is_error'] === true;
+    if (want.is_error !== undefined && want.is_error !== isError) {
+      throw invalid(`scripted expectation failed: ${label}: expected is_error ${want.is_error}, got ${isError}`);
+    }
+    const text = toolResultText(got);
+    if (want.contains !== undefined && !text.includes(want.contains)) {
+      throw invalid(
+        `scripted expectation failed: ${label}: expected the result text to contain ${JSON.stringify(want.contains)}, got ${preview(text)}`,
+      );
+    }
+  });
+}
+
+/** The content blocks of a turn as the API returns them: `tool_use` blocks get their derived ids. */
+type ResponseBlock = { type: 'text'; text: string } | { type: 'tool_use'; id: string; name: string; input: Json };
+
+function responseContent(scenario: string, turnIndex: number, content: ScenarioContentBlock[]): ResponseBlock[] {
+  return content.map((block, position) =>
+    block.type === 'text'
+      ? { type: 'text', text: block.text }
+      : { type: 'tool_use', id: toolUseId(scenario, turnIndex, position), name: block.name, input: block.input },
+  );
+}
+
+interface MessageBody {
+  id: string;
+  type: 'message';
+  role: 'assistant';
+  model: string;
+  content: ResponseBlock[];
+  stop_reason: string;
+  stop_sequence: null;
+  usage: { input_tokens: number; output_tokens: number };
+}
+
+function buildMessage(scenario: Scenario, turnIndex: number, turn: ScenarioTurn, request: MessagesRequest): MessageBody {
+  const content = responseContent(scenario.name, turnIndex, turn.content);
+  const usage = turn.usage ?? {
+    input_tokens: Math.ceil(
+      JSON.stringify({ messages: request.messages, system: request.system, tools: request.tools }).length / 4,
+    ),
+    output_tokens: Math.ceil(JSON.stringify(content).length / 4),
+  };
+  return {
+    id: messageId(scenario.name, turnIndex),
+    type: 'message',
+    role: 'assistant',
+    model: request.model,
+    content,
+    stop_reason: turn.stop_reason,
+    stop_sequence: null,
+    usage: { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens },
+  };
+}
+
+/** Splits a string into chunks of at most `size` characters (at least one chunk). */
+function chunks(text: string, size: number): string[] {
+  if (text.length === 0) return [''];
+  const out: string[] = [];
+  for (let i = 0; i < text.length; i += size) out.push(text.slice(i, i + size));
+  return out;
+}
+
+/** The server-sent events of a streamed response, in the order the real API sends them. */
+function streamEvents(message: MessageBody): Array<{ event: string; data: Json }> {
+  const events: Array<{ event: string; data: Json }> = [
+    {
+      event: 'message_start',
+      data: {
+        type: 'message_start',
+        message: {
+          ...message,
+          content: [],
+          stop_reason: null,
+          usage: { input_tokens: message.usage.input_tokens, output_tokens: 1 },
+        },
+      },
+    },
+  ];
+  message.content.forEach((block, index) => {
+    if (block.type === 'text') {
+      events.push({ event: 'content_block_start', data: { type: 'content_block_start', index, content_block: { type: 'text', text: '' } } });
+      for (const text of chunks(block.text, 24)) {
+        events.push({ event: 'content_block_delta', data: { type: 'content_block_delta', index, delta: { type: 'text_delta', text } } });
+      }
+    } else {
+      events.push({
+        event: 'content_block_start',
+        data: { type: 'content_block_start', index, content_block: { type: 'tool_use', id: block.id, name: block.name, input: {} } },
+      });
+      for (const partial_json of chunks(JSON.stringify(block.input), 24)) {
+        events.push({
+          event: 'content_block_delta',
+          data: { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json } },
+        });
+      }
+    }
+    events.push({ event: 'content_block_stop', data: { type: 'content_block_stop', index } });
+  });
+  events.push({
+    event: 'message_delta',
+    data: {
+      type: 'message_delta',
+      delta: { stop_reason: message.stop_reason, stop_sequence: null },
+      usage: { output_tokens: message.usage.output_tokens },
+    },
+  });
+  events.push({ event: 'message_stop', data: { type: 'message_stop' } });
+  return events;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// HTTP plumbing.
+
+/** Reads the body; past {@link MAX_REQUEST_BYTES} it keeps draining (so the client reads the answer) and rejects. */
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    let tooLarge = Number(req.headers['content-length'] ?? 0) > MAX_REQUEST_BYTES;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_REQUEST_BYTES) tooLarge = true;
+      if (!tooLarge) parts.push(chunk);
+    });
+    req.on('end', () => {
+      if (tooLarge) {
+        reject(new ApiError(413, 'request_too_large', `Request exceeds the maximum allowed number of bytes (${MAX_REQUEST_BYTES}).`));
+      } else {
+        resolve(Buffer.concat(parts));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+function hostForUrl(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/**
+ * Starts the scripted Messages API server.
+ *
+ * Scenarios come from `opts.scenarioDirs` (default {@link scenarioDirs}(): `<repo>/scenarios` and
+ * `KEEL_SCENARIOS_DIR`), re-read on every request with an mtime cache, so a file added while the server
+ * runs is picked up; `opts.scenarios` are in-memory extras that win over files. A malformed file does
+ * not stop the others from being served: it is logged, and named in the 404 for an unknown model.
+ *
+ * @example
+ * ```ts
+ * const server = await startScriptedModel({ scenarios: [myScenario] });
+ * const client = new Anthropic({ baseURL: server.url, apiKey: 'test', maxRetries: 0 });
+ * await client.messages.create({ model: 'scripted/my-scenario', max_tokens: 1024, messages });
+ * await server.close();
+ * ```
+ * @throws Error when an in-memory scenario is invalid, or the port cannot be bound.
+ */
+export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promise<ScriptedModelServer> {
+  const host = opts.host ?? '127.0.0.1';
+  const logger = opts.logger;
+  const extras = (opts.scenarios ?? []).map((s, i) => {
+    const parsed = ScenarioSchema.safeParse(s);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((issue) => `${issue.path.map(String).join('.') || '(root)'}: ${issue.message}`);
+      throw new Error(`in-memory scenario ${i} (${String((s as { name?: unknown }).name)}) is invalid: ${issues.join('; ')}`);
+    }
+    return parsed.data;
+  });
+  const loader = new ScenarioLoader(opts.scenarioDirs ?? defaultScenarioDirs(), extras);
+  /** Attempts per (scenario, turn, session) for turns with faults; lives as long as the server. */
+  const attempts = new Map<string, number>();
+  /** Cancels the pending delayed responses, so close() does not wait on them. */
+  const pending = new Set<() => void>();
+  const reportedLoadErrors = new Set<string>();
+  let requests = 0;
+
+  const send = (res: ServerResponse, requestId: string, status: number, body: unknown, headers: Record<string, string> = {}): void => {
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(status, { 'content-type': 'application/json', 'request-id': requestId, ...headers });
+    res.end(JSON.stringify(body));
+  };
+
+  const sendError = (res: ServerResponse, requestId: string, error: ApiError): void => {
+    send(res, requestId, error.status, { type: 'error', error: { type: error.type, message: error.message } }, error.headers);
+  };
+
+  /** Waits `ms`; resolves false if the client went away or the server closed meanwhile. */
+  const delay = (ms: number, res: ServerResponse): Promise<boolean> =>
+    new Promise((resolve) => {
+      const finish = (sent: boolean): void => {
+        clearTimeout(timer);
+        res.off('close', onClose);
+        pending.delete(cancel);
+        resolve(sent);
+      };
+      const onClose = (): void => finish(false);
+      const cancel = (): void => finish(false);
+      const timer = setTimeout(() => finish(true), ms);
+      res.once('close', onClose);
+      pending.add(cancel);
+    });
+
+  const loadScenarios = (): { scenarios: Map<string, Scenario>; errors: string[] } => {
+    const result = loader.load();
+    for (const error of result.errors) {
+      if (reportedLoadErrors.has(error)) continue;
+      reportedLoadErrors.add(error);
+      logger?.warn({ error }, 'scenario file could not be loaded');
+    }
+    return result;
+  };
+
+  const selectScenario = (model: string): Scenario => {
+    const { scenarios, errors } = loadScenarios();
+    const name = model.startsWith(SCRIPTED_MODEL_PREFIX) ? model.slice(SCRIPTED_MODEL_PREFIX.length) : undefined;
+    const scenario = name === undefined ? undefined : scenarios.get(name);
+    if (scenario !== undefined) return scenario;
+    const known = [...scenarios.keys()].sort().join(', ') || 'none';
+    const broken = errors.length > 0 ? `; scenario files that failed to load: ${errors.join(' | ')}` : '';
+    const hint = name === undefined ? `this server serves only ${SCRIPTED_MODEL_PREFIX}<scenario>; ` : '';
+    throw new ApiError(404, 'not_found_error', `model: ${model} not found (${hint}known scenarios: ${known})${broken}`);
+  };
+
+  /** Applies a turn's faults: throws the scripted error for the first attempts, then lets it through. */
+  const applyFaults = (scenario: Scenario, turnIndex: number, turn: ScenarioTurn, request: MessagesRequest): void => {
+    const faults = turn.faults ?? [];
+    if (faults.length === 0) return;
+    // Keel sends the workflow ID as metadata.user_id; without it, the first user message tells
+    // conversations apart.
+    const session = request.userId ?? sha256Hex(JSON.stringify(request.messages[0]));
+    const key = JSON.stringify([scenario.name, turnIndex, session]);
+    const attempt = (attempts.get(key) ?? 0) + 1;
+    attempts.set(key, attempt);
+    const total = faults.reduce((sum, f) => sum + f.times, 0);
+    let upTo = 0;
+    for (const fault of faults) {
+      upTo += fault.times;
+      if (attempt > upTo) continue;
+      const headers: Record<string, string> = {};
+      if (fault.retry_after_ms !== undefined) {
+        headers['retry-after'] = String(Math.ceil(fault.retry_after_ms / 1000));
+        headers['retry-after-ms'] = String(fault.retry_after_ms);
+      }
+      logger?.info({ scenario: scenario.name, turn: turnIndex + 1, attempt, status: fault.status, session }, 'scripted fault');
+      throw new ApiError(
+        fault.status,
+        errorTypeFor(fault.status),
+        `scripted fault ${fault.status} (scenario "${scenario.name}", turn ${turnIndex + 1}, attempt ${attempt}; ` +
+          `the first ${total} attempt(s) of this turn fail)`,
+        headers,
+      );
+    }
+  };
+
+  const handleMessages = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
+    const apiKey = req.headers['x-api-key'];
+    const authorization = req.headers['authorization'];
+    const hasKey = typeof apiKey === 'string' && apiKey.length > 0;
+    const hasBearer = typeof authorization === 'string' && /^Bearer\s+\S+/i.test(authorization);
+    const bodyBuffer = await readBody(req);
+    if (!hasKey && !hasBearer) {
+      throw new ApiError(401, 'authentication_error', 'x-api-key header or Authorization: Bearer header is required');
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(bodyBuffer.toString('utf8'));
+    } catch (err) {
+      throw invalid(`There was an error parsing the body of your request: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    const request = validateRequest(body);
+    const scenario = selectScenario(request.model);
+    const turnIndex = request.messages.filter((m) => m.role === 'assistant').length;
+    const turn = scenario.turns[turnIndex];
+    if (turn === undefined) {
+      throw invalid(
+        `scenario "${scenario.name}" has ${scenario.turns.length} turns and the request asked for turn ${turnIndex + 1} ` +
+          `(it contains ${turnIndex} assistant messages): the agent loop did not stop when the script ended`,
+      );
+    }
+    checkExpectations(scenario, turnIndex, turn, request);
+    applyFaults(scenario, turnIndex, turn, request);
+    const message = buildMessage(scenario, turnIndex, turn, request);
+    if (turn.latency_ms !== undefined && turn.latency_ms > 0) {
+      if (!(await delay(turn.latency_ms, res))) return; // client gone or server closing: drop it
+    }
+    if (res.headersSent || res.destroyed) return;
+    logger?.debug({ scenario: scenario.name, turn: turnIndex + 1, stream: request.stream, requestId }, 'scripted turn answered');
+    if (!request.stream) {
+      send(res, requestId, 200, message);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': requestId });
+    for (const { event, data } of streamEvents(message)) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    res.end();
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const requestId = `req_${randomBytes(12).toString('hex')}`;
+    const pathname = (req.url ?? '/').split('?')[0];
+    try {
+      if (req.method === 'POST' && pathname === '/v1/messages') {
+        requests += 1;
+        await handleMessages(req, res, requestId);
+      } else if (req.method === 'GET' && pathname === '/healthz') {
+        send(res, requestId, 200, { ok: true });
+      } else {
+        throw new ApiError(404, 'not_found_error', `Not found: ${req.method ?? '?'} ${pathname ?? ''}`);
+      }
+    } catch (err) {
+      const error = err instanceof ApiError ? err : new ApiError(500, 'api_error', `scripted server error: ${err instanceof Error ? err.message : String(err)}`);
+      if (error.status !== 404 || pathname === '/v1/messages') {
+        logger?.warn({ status: error.status, type: error.type, message: error.message, requestId }, 'scripted request rejected');
+      }
+      sendError(res, requestId, error);
+    }
+  };
+
+  const server: Server = createServer((req, res) => {
+    void handle(req, res);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${hostForUrl(host)}:${port}`;
+
+  return {
+    url,
+    port,
+    get requests() {
+      return requests;
+    },
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        for (const cancel of [...pending]) cancel();
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * The tool contract. A tool is one object: a name the model calls it by, a description written for the
+ * model, a zod input schema, a risk tier and a `run` function. `defineTool` checks the definition against
+ * its tier's rules once, at registration, so an unsafe tool never reaches a worker.
+ *
+ * This module is sandbox-safe (zod and plain data only): workflow code imports tool definitions to read
+ * their schemas and policies, while only the worker ever calls `run`. Tool modules must therefore not
+ * import Node built-ins at the top level; they reach the outside world through `ctx` and global `fetch`.
+ */
+import { z } from 'zod';
+import { RISK_TIERS, type RiskTier, type Duration, tierPolicy } from './policy.js';
+
+export type { RiskTier } from './policy.js';
+
+/** Whether a failing tool fails the session (`critical`) or degrades to a note for the model (`optional`). */
+export type Criticality = 'critical' | 'optional';
+
+/** How a tool's idempotency key is derived; keys always start with the workflow ID. */
+export type IdempotencyMode =
+  /** workflow ID + tool name + hash of the canonical input: the same request twice is one effect. */
+  | 'input-hash'
+  /** workflow ID + tool_use id: every model call is its own effect. */
+  | 'per-call';
+
+/** The session a tool call belongs to, as the tool sees it. */
+export interface ToolSession {
+  /** Temporal workflow ID of the session. */
+  workflowId: string;
+  /** The requesting user's id. */
+  userId: string;
+  /** The requesting user's roles. */
+  roles: string[];
+}
+
+/** A logger with pino's call shape, as handed to a tool. */
+export interface ToolLogger {
+  info(message: string, meta?: Record<string, unknown>): void;
+  warn(message: string, meta?: Record<string, unknown>): void;
+  error(message: string, meta?: Record<string, unknown>): void;
+}
+
+/** What a tool's `run` receives beside its validated input. */
+export interface ToolContext {
+  /** Stable across retries, crashes, replay and continue-as-new; send it downstream as `Idempotency-Key`. */
+  idempotencyKey: string;
+  /** Aborted when Temporal cancels the activity (session cancelled, timeout, worker shutdown). */
+  signal: AbortSignal;
+  /** Structured logger bound to the session and tool. */
+  log: ToolLogger;
+  /** The session making the call. */
+  session: ToolSession;
+  /** The id of the model's tool_use block. */
+  toolUseId: string;
+  /** The worker's environment (validated config lives elsewhere; tools read their own endpoints here). */
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+/**
+ * Thrown by a tool for an outcome the model should read and act on (order not found, amount too
+ * large). It becomes an `is_error` tool result and is never retried.
+ */
+export class ToolError extends Error {
+  override readonly name = 'ToolError';
+  /** @param retryable - true when the failure is transient and the tier's retry policy may try again. */
+  constructor(
+    message: string,
+    readonly retryable = false,
+  ) {
+    super(message);
+  }
+}
+
+/** A tool as the author writes it. */
+export interface ToolSpec<S extends z.ZodObject = z.ZodObject, R = unknown> {
+  /** The name the model calls; also the Temporal activity type. `^[a-zA-Z0-9_-]{1,64}$`. */
+  name: string;
+  /** Written for the model: what it does, its side effects, whether it can be undone. */
+  description: string;
+  /** Input schema; property descriptions reach the model through JSON Schema. */
+  input: S;
+  /** The risk tier, which sets retries, timeouts, idempotency and approval together. */
+  risk: RiskTier;
+  /** Default `critical`. */
+  criticality?: Criticality;
+  /** Start-to-close timeout; must not exceed the tier's ceiling. */
+  timeout?: Duration;
+  /** Attempts including the first; must not exceed what the tier allows. */
+  maxAttempts?: number;
+  /** Key derivation for write tiers; default `input-hash`. Reads have no key. */
+  idempotency?: IdempotencyMode;
+  /** True when the downstream honours `Idempotency-Key`, which lets a `write` tool retry with the same key. */
+  idempotentDownstream?: boolean;
+  /** Does the work. Throw `ToolError` for outcomes the model should see. */
+  run(input: z.output<S>, ctx: ToolContext): Promise<R>;
+}
+
+/** A registered tool: its spec plus the policy its tier resolved to. */
+export interface Tool<S extends z.ZodObject = z.ZodObject, R = unknown> extends ToolSpec<S, R> {
+  criticality: Criticality;
+  policy: ResolvedToolPolicy;
+}
+
+/** The activity options and rules a tool runs under, after its tier's defaults and its overrides. */
+export interface ResolvedToolPolicy {
+  risk: RiskTier;
+  startToCloseTimeout: Duration;
+  maxAttempts: number;
+  initialRetryInterval: Duration;
+  idempotency: IdempotencyMode | 'none';
+  approval: 'never' | 'policy' | 'always' | 'other-person';
+}
+
+/** A tool definition broke its tier's rules; the message names the tool and the rule. */
+export class ToolDefinitionError extends Error {
+  override readonly name = 'ToolDefinitionError';
+}
+
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/**
+ * Registers a tool after checking it against its tier's rules.
+ * @throws ToolDefinitionError naming the tool and the rule it broke.
+ */
+export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool<S, R> {
+  const fail = (rule: string): never => {
+    throw new ToolDefinitionError(`tool '${spec.name}': ${rule}`);
+  };
+  if (!TOOL_NAME.test(spec.name)) fail('name must match ^[a-zA-Z0-9_-]{1,64}$ (the Messages API rule)');
+  if (!spec.description?.trim()) fail('description is required: the model chooses tools by it');
+  if (!(spec.input instanceof z.ZodObject)) fail('input must be a z.object(...) schema');
+  if (!RISK_TIERS.includes(spec.risk)) fail(`risk must be one of ${RISK_TIERS.join(', ')}`);
+  const tier = tierPolicy(spec.risk);
+  const maxAttempts = spec.maxAttempts ?? (spec.idempotentDownstream ? tier.maxAttemptsWithKeys : tier.maxAttempts);
+  const ceiling = spec.idempotentDownstream ? tier.maxAttemptsWithKeys : tier.maxAttempts;
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1) fail('maxAttempts must be a whole number >= 1');
+  if (maxAttempts > ceiling) {
+    fail(
+      `a ${spec.risk} tool may make at most ${ceiling} attempt(s)` +
+        (spec.risk === 'write' && !spec.idempotentDownstream ? ' unless its downstream honours idempotency keys (idempotentDownstream: true)' : '') +
+        (spec.risk === 'irreversible' || spec.risk === 'privileged' ? ': it is never retried blindly' : ''),
+    );
+  }
+  if (spec.risk === 'read' && spec.idempotency) fail('a read tool has no side effect and takes no idempotency mode');
+  const timeout = spec.timeout ?? tier.startToCloseTimeout;
+  if (toMs(timeout) > toMs(tier.maxStartToCloseTimeout)) {
+    fail(`timeout ${timeout} exceeds the ${spec.risk} tier's ceiling of ${tier.maxStartToCloseTimeout}`);
+  }
+  return {
+    ...spec,
+    criticality: spec.criticality ?? 'critical',
+    policy: {
+      risk: spec.risk,
+      startToCloseTimeout: timeout,
+      maxAttempts,
+      initialRetryInterval: tier.initialRetryInterval,
+      idempotency: spec.risk === 'read' ? 'none' : (spec.idempotency ?? 'input-hash'),
+      approval: tier.approval,
+    },
+  };
+}
+
+/** The tool as the Messages API sees it: name, description and JSON Schema of the input. */
+export interface ModelToolDefinition {
+  name: string;
+  description: string;
+  input_schema: { type: 'object'; [key: string]: unknown };
+}
+
+/** Converts a tool to the Messages API's `tools` entry (zod → JSON Schema, input side). */
+export function toModelTool(tool: Pick<Tool, 'name' | 'description' | 'input'>): ModelToolDefinition {
+  const schema = z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>;
+  delete schema.$schema;
+  return { name: tool.name, description: tool.description, input_schema: { ...schema, type: 'object' } };
+}
+
+/** Milliseconds in a duration string such as `500ms`, `5s`, `2m`, `1h`, or a number of ms. */
+export function toMs(d: Duration): number {
+  if (typeof d === 'number') return d;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(d);
+  if (!m) throw new ToolDefinitionError(`bad duration '${d}': use e.g. 500ms, 5s, 2m, 1h`);
+  const n = Number(m[1]);
+  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}

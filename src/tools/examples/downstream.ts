@@ -1,0 +1,36 @@
+/**
+ * How the example tools talk to their downstream systems (the demo services, or a real deployment at
+ * the same URL shape): JSON over HTTP, the idempotency key as `Idempotency-Key` on writes, the
+ * activity's abort signal on every request. A 4xx answer is the downstream refusing this input: a
+ * `ToolError` the model can read. A 5xx answer or a network failure is transient: a plain error the
+ * tier's retry policy handles.
+ */
+import { ToolError, type ToolContext } from '../define.js';
+
+/** Calls the downstream and returns its JSON body. */
+export async function downstream<T = unknown>(
+  ctx: ToolContext,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  const base = ctx.env.KEEL_DEMO_URL;
+  if (!base) throw new ToolError('this tool is not configured: KEEL_DEMO_URL is not set on the worker');
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET') headers['idempotency-key'] = ctx.idempotencyKey;
+  const res = await fetch(new URL(path, base), {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: ctx.signal,
+  });
+  const text = await res.text();
+  const json = text ? (JSON.parse(text) as unknown) : undefined;
+  if (res.ok) return json as T;
+  const message = (json as { error?: { message?: string } } | undefined)?.error?.message ?? text.slice(0, 200);
+  if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+    throw new ToolError(`${method} ${path} was refused (${res.status}): ${message}`);
+  }
+  throw new Error(`${method} ${path} failed (${res.status}): ${message}`);
+}

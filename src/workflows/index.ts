@@ -1,0 +1,2 @@
+/** The workflows a Keel worker registers. Sandbox-safe entry point for `bundleWorkflowCode`. */
+export { agentSession } from './agentSession.js';

@@ -1,0 +1,173 @@
+/**
+ * The data a session is made of, shared by the workflow, its activities, the client and the CLI:
+ * the session's input (validated by zod at the client and again inside the workflow), its status and
+ * result, the conversation blocks as the Messages API defines them, and the messages (query, signal)
+ * the workflow exposes. Sandbox-safe: zod and plain types only.
+ */
+import { z } from 'zod';
+import { defineQuery } from '@temporalio/workflow';
+
+const DurationSchema = z.union([z.number().int().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/)]);
+
+/** Who is asking: an id and roles, as the caller's identity system knows them. */
+export const SessionUserSchema = z.object({
+  id: z.string().min(1).max(200),
+  roles: z.array(z.string().min(1).max(100)).max(50).default([]),
+});
+/** @see SessionUserSchema */
+export type SessionUser = z.infer<typeof SessionUserSchema>;
+
+/** Everything a session starts from. Defaults in parentheses. */
+export const SessionInputSchema = z.object({
+  /** The user's request (1–100,000 characters). */
+  prompt: z.string().min(1, 'prompt is empty').max(100_000, 'prompt is longer than 100,000 characters'),
+  user: SessionUserSchema,
+  /** Model name, e.g. `claude-sonnet-4-5` or `scripted/refund-demo`. */
+  model: z.string().min(1).max(200),
+  /** System prompt (a built-in one describing the agent's duties). */
+  system: z.string().max(100_000).optional(),
+  /** Tools this session may use, by name (all registered tools). */
+  tools: z.array(z.string()).optional(),
+  /** Model turns at most before the session stops with `max_iterations` (10). */
+  maxIterations: z.number().int().min(1).max(200).default(10),
+  /** `max_tokens` per model call (1024). */
+  maxTokens: z.number().int().min(1).max(64_000).default(1024),
+  /** Retry policy of the model call: first delay (1s) and attempts (8). Retry-after from the API wins. */
+  modelRetry: z
+    .object({ initialInterval: DurationSchema.default('1s'), maximumAttempts: z.number().int().min(1).max(100).default(8) })
+    .default({ initialInterval: '1s', maximumAttempts: 8 }),
+  /** How long a model call may go without a heartbeat before Temporal retries it elsewhere (10s). */
+  modelHeartbeatTimeout: DurationSchema.default('10s'),
+  /** Upsert Keel's search attributes (needs them registered on the namespace) (true). */
+  searchAttributes: z.boolean().default(true),
+});
+/** The validated session input. */
+export type SessionInput = z.infer<typeof SessionInputSchema>;
+/** The session input as a caller may write it (defaults optional). */
+export type SessionInputArgs = z.input<typeof SessionInputSchema>;
+
+/** A text block of the Messages API. */
+export interface TextBlock {
+  type: 'text';
+  text: string;
+}
+/** A tool_use block: the model asks for a tool. */
+export interface ToolUseBlock {
+  type: 'tool_use';
+  id: string;
+  name: string;
+  input: unknown;
+}
+/** A tool_result block: Keel's answer to one tool_use. */
+export interface ToolResultBlock {
+  type: 'tool_result';
+  tool_use_id: string;
+  content: string;
+  is_error?: boolean;
+}
+/** Any content block Keel reads or writes (other kinds are carried through untouched). */
+export type ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock | { type: string; [key: string]: unknown };
+/** One conversation message. */
+export interface ConversationMessage {
+  role: 'user' | 'assistant';
+  content: string | ContentBlock[];
+}
+
+/** Token counts, summed over a session's model calls. */
+export interface Usage {
+  input_tokens: number;
+  output_tokens: number;
+}
+
+/** One tool call as the session records it. */
+export interface ToolCallRecord {
+  toolUseId: string;
+  name: string;
+  /** `ok`: the tool ran; `error`: it failed and the model was told; `rejected`: never ran (unknown tool, bad input, not allowed). */
+  outcome: 'ok' | 'error' | 'rejected';
+  /** The message the model got when the outcome is not `ok`. */
+  error?: string;
+  idempotencyKey?: string;
+  iteration: number;
+}
+
+/** A line of the session's story, for `keel run` to print as it happens. */
+export type SessionEvent =
+  | { seq: number; kind: 'model'; iteration: number; text: string; toolUses: string[]; stopReason: string }
+  | { seq: number; kind: 'tool'; iteration: number; name: string; toolUseId: string; outcome: ToolCallRecord['outcome']; detail: string };
+
+/** What the `status` query returns. */
+export interface SessionStatus {
+  state: 'running' | 'completed' | 'failed';
+  /** Human-readable current step, e.g. `model turn 2` or `running issue_refund`. */
+  step: string;
+  iteration: number;
+  usage: Usage;
+  toolCalls: number;
+  /** The most recent events (at most 200); `seq` numbers them from 1 across the session. */
+  events: SessionEvent[];
+}
+
+/** Why a session stopped. */
+export type SessionStopReason = 'end_turn' | 'max_iterations' | 'max_tokens' | 'stop_sequence' | 'refusal' | 'pause_turn';
+
+/** What `agentSession` returns. */
+export interface SessionResult {
+  answer: string;
+  stopReason: SessionStopReason | string;
+  iterations: number;
+  usage: Usage;
+  toolCalls: ToolCallRecord[];
+}
+
+/** Query: the session's live status. */
+export const statusQuery = defineQuery<SessionStatus>('status');
+
+/** Input of the `callModel` activity. */
+export interface CallModelInput {
+  model: string;
+  system?: string;
+  messages: ConversationMessage[];
+  tools: { name: string; description: string; input_schema: Record<string, unknown> }[];
+  maxTokens: number;
+  /** Sent as `metadata.user_id`: the workflow ID, never the person's identity. */
+  sessionId: string;
+}
+/** Output of the `callModel` activity. */
+export interface CallModelOutput {
+  id: string;
+  model: string;
+  content: ContentBlock[];
+  stopReason: string;
+  usage: Usage;
+}
+
+/** Input of every tool activity (the activity type is the tool's name). */
+export interface ToolActivityInput {
+  input: unknown;
+  idempotencyKey: string;
+  toolUseId: string;
+  session: { workflowId: string; userId: string; roles: string[] };
+}
+/** Output of every tool activity: the result as JSON text for the model, capped in size. */
+export interface ToolActivityOutput {
+  content: string;
+  bytes: number;
+  truncated: boolean;
+}
+
+/** ApplicationFailure types Keel raises on purpose. */
+export const FailureTypes = {
+  /** The tool refused the input or the outcome is for the model to handle. Never retried. */
+  ToolError: 'ToolError',
+  /** The activity got input that fails the tool's schema (should have been caught in the workflow). */
+  InvalidToolInput: 'InvalidToolInput',
+  /** The model API rejected the request (400/401/403/404/413/422): retrying cannot help. */
+  ModelRequestRejected: 'ModelRequestRejected',
+  /** The model API failed transiently (429/529/5xx/connection). */
+  ModelUnavailable: 'ModelUnavailable',
+  /** A critical tool failed after its retries: the session fails. */
+  CriticalToolFailed: 'CriticalToolFailed',
+  /** The session's input failed validation. */
+  InvalidSessionInput: 'InvalidSessionInput',
+} as const;
