@@ -3,7 +3,7 @@
  * document on stdout and its progress on stderr. Exit codes: 0 success, 1 a session ended in failure,
  * 2 bad usage or input (with a one-line reason).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KeelClient, SessionInputError, failureMessage, followSession } from './client.js';
@@ -268,6 +268,7 @@ async function cmdStop(args: string[]): Promise<number> {
   } catch {
     /* already gone */
   }
+  await rm(pidFile, { force: true });
   out.result({ stopped: true, pid }, `stopped the Temporal dev server (pid ${pid})`);
   return 0;
 }

@@ -33,6 +33,8 @@ export const KeelEnvSchema = z.object({
   KEEL_DEMO_URL: z.url({ message: 'expected a URL' }).optional(),
   KEEL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   KEEL_LOG_FILE: optionalString,
+  /** A prebuilt workflow bundle (from `bundleWorkflowCode`) for the worker to load instead of bundling at start. */
+  KEEL_WORKFLOW_BUNDLE: optionalString,
 });
 /** Validated configuration. */
 export type KeelConfig = z.infer<typeof KeelEnvSchema>;

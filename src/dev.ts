@@ -4,6 +4,7 @@
  * the command and keeps its Web UI up), the scripted Messages API server when no ANTHROPIC_API_KEY or
  * ANTHROPIC_BASE_URL is set, the demo services when no KEEL_DEMO_URL is set, and a worker in-process.
  */
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { dataDir, loadConfig, type KeelConfig } from './config.js';
 import { startDemoServices, type DemoServices } from './demo/index.js';
@@ -49,6 +50,8 @@ export async function startEmbeddedStack(
     log,
   });
   const uiUrl = temporal.started?.uiUrl;
+  // The server outlives this command (its Web UI stays up); `keel stop` finds it by this file.
+  if (temporal.started?.pid) await writeFile(path.join(dir, 'temporal.pid'), `${temporal.started.pid}\n`);
   log(temporal.reused ? `temporal: using ${temporal.address}` : `temporal: started at ${temporal.address}${uiUrl ? `, Web UI ${uiUrl}` : ''}`);
 
   let model: ScriptedModelServer | undefined;

@@ -3,10 +3,10 @@
  * still makes the same decisions. A `DeterminismViolationError` means a change to `src/workflows/`
  * would break sessions that are running now.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
-import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
+import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import { WORKFLOWS_PATH } from './worker.js';
 
 type History = ReturnType<typeof historyFromJSON>;
@@ -26,6 +26,11 @@ export async function readHistoryFile(file: string): Promise<History> {
   const json = JSON.parse(text) as { events?: unknown[] };
   if (!json || !Array.isArray(json.events)) throw new Error(`${file}: not a workflow history (no "events" array)`);
   return historyFromJSON(json);
+}
+
+/** Writes a history as proto3 JSON, the format the Web UI and `temporal workflow show --output json` use. */
+export async function writeHistoryFile(file: string, history: History): Promise<void> {
+  await writeFile(file, `${JSON.stringify(JSON.parse(historyToJSON(history)), null, 1)}\n`);
 }
 
 /** Replays one history; never throws for a determinism problem, only reports it. */

@@ -44,13 +44,14 @@ export async function createKeelWorker(opts: KeelWorkerOptions = {}): Promise<Ke
   const logger = installRuntimeLogger(opts.logger ?? createLogger({ level: config.KEEL_LOG_LEVEL, file: config.KEEL_LOG_FILE }));
   const model = modelEndpoint(config);
   const toolEnv = opts.toolEnv ?? process.env;
+  const workflowBundle = opts.workflowBundle ?? (config.KEEL_WORKFLOW_BUNDLE ? { codePath: config.KEEL_WORKFLOW_BUNDLE } : undefined);
   const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   try {
     const worker = await Worker.create({
       connection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.KEEL_TASK_QUEUE,
-      ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+      ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       activities: {
         ...createModelActivities({ apiKey: model.apiKey, ...(model.baseURL ? { baseURL: model.baseURL } : {}) }),
         ...createToolActivities(opts.tools ?? toolRegistry.values(), { env: toolEnv }),

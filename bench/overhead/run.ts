@@ -1,0 +1,479 @@
+/**
+ * Overhead benchmark: what does durability cost per agent step? Runs the same scripted session (N steps,
+ * each one model turn that calls one read tool, then a final `end_turn` turn; model and tools answer at
+ * once) two ways and compares the time per step:
+ *
+ * 1. in-process, no durability: a plain loop here that calls the real `@anthropic-ai/sdk` against the
+ *    scripted model server and runs the tool's `run(input, ctx)` directly against the demo services;
+ * 2. on Keel: a Temporal dev server started here, an in-process Keel worker, sessions through `KeelClient`.
+ *
+ * Both modes make the same HTTP calls to the same servers; the difference is Temporal (workflow tasks,
+ * activity scheduling, history writes, payload conversion). Sessions alternate between the modes so machine
+ * noise hits both alike. Human progress goes to stderr; the table (or, with `--json`, one JSON document)
+ * to stdout. Run: `npx tsx bench/overhead/run.ts [--steps N] [--sessions M] [--json]`.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import Anthropic from '@anthropic-ai/sdk';
+import { KeelClient } from '../../src/client.js';
+import { loadConfig } from '../../src/config.js';
+import { startDemoServices, type DemoServices } from '../../src/demo/index.js';
+import { resolveTemporalCli, startDevServer, type DevServer } from '../../src/devserver/index.js';
+import { createLogger } from '../../src/logging.js';
+import { startScriptedModel, type Scenario, type ScenarioTurn, type ScriptedModelServer } from '../../src/scripted/index.js';
+import { toModelTool, toolRegistry, type Tool, type ToolContext, type ToolLogger } from '../../src/tools/index.js';
+import { createKeelWorker, type KeelWorker } from '../../src/worker.js';
+import { DEFAULT_SYSTEM_PROMPT } from '../../src/workflows/agentSession.js';
+import { idempotencyKey } from '../../src/workflows/keys.js';
+
+/** Repository root (the Temporal CLI cache lives in its `.keel/`). */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The two read tools the steps alternate between, with inputs the demo services know. */
+const STEP_TOOLS = [
+  { name: 'get_order', input: { order_id: 'ord_1001' }, contains: '"id":"ord_1001"' },
+  { name: 'lookup_customer', input: { customer_id: 'cust_001' }, contains: 'Ada Lovelace' },
+] as const;
+const TOOL_NAMES = STEP_TOOLS.map((t) => t.name);
+const PROMPT = 'Benchmark: look up the order and the customer, step by step.';
+const USER = { id: 'bench-user', roles: ['support'] };
+const MAX_TOKENS = 1024;
+/** The agent loop allows at most 200 model turns; N steps need N + 1. */
+const MAX_STEPS = 199;
+
+/** Per-step and per-session timings of one mode. */
+interface ModeSamples {
+  /** Milliseconds per step, pooled over the counted sessions. */
+  stepMs: number[];
+  /** Wall time of each counted session, in ms. */
+  sessionMs: number[];
+}
+
+/** The summary of one mode, as printed. */
+interface ModeSummary {
+  mode: string;
+  steps: number;
+  sessions: number;
+  p50MsPerStep: number;
+  p95MsPerStep: number;
+  meanMsPerStep: number;
+  meanSessionMs: number;
+  /** Mean of session wall time / N: includes session start, the final turn and (Keel) result delivery. */
+  meanSessionMsPerStep: number;
+}
+
+interface Args {
+  steps: number;
+  sessions: number;
+  json: boolean;
+}
+
+const progress = (msg: string): void => {
+  process.stderr.write(`[bench] ${msg}\n`);
+};
+
+function usage(reason: string): never {
+  process.stderr.write(`bench/overhead: ${reason}\nusage: npx tsx bench/overhead/run.ts [--steps N (10)] [--sessions M (5)] [--json]\n`);
+  process.exit(2);
+}
+
+function parseCli(): Args {
+  let values: { steps?: string; sessions?: string; json?: boolean; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      options: {
+        steps: { type: 'string' },
+        sessions: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    usage(err instanceof Error ? err.message : String(err));
+  }
+  if (values.help) usage('measures the per-step cost of running an agent session on Keel vs. a plain in-process loop');
+  const int = (name: string, raw: string | undefined, def: number, max: number): number => {
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1 || n > max) usage(`--${name} must be a whole number from 1 to ${max}, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+  return {
+    steps: int('steps', values.steps, 10, MAX_STEPS),
+    sessions: int('sessions', values.sessions, 5, 1000),
+    json: values.json === true,
+  };
+}
+
+/** The scripted session: N tool turns alternating the two read tools, then one end_turn turn. */
+function benchScenario(steps: number): Scenario {
+  const turns: ScenarioTurn[] = [];
+  for (let i = 0; i < steps; i++) {
+    const tool = STEP_TOOLS[i % STEP_TOOLS.length]!;
+    const prev = i > 0 ? STEP_TOOLS[(i - 1) % STEP_TOOLS.length]! : undefined;
+    turns.push({
+      content: [
+        { type: 'text', text: `Step ${i + 1}: calling ${tool.name}.` },
+        { type: 'tool_use', name: tool.name, input: { ...tool.input } },
+      ],
+      stop_reason: 'tool_use',
+      // The server checks that the previous step's tool result arrived intact, in both modes alike.
+      ...(prev ? { expect: { tool_results: [{ is_error: false, contains: prev.contains }] } } : {}),
+    });
+  }
+  const last = STEP_TOOLS[(steps - 1) % STEP_TOOLS.length]!;
+  turns.push({
+    content: [{ type: 'text', text: `Done after ${steps} steps.` }],
+    stop_reason: 'end_turn',
+    expect: { tool_results: [{ is_error: false, contains: last.contains }] },
+  });
+  return { name: `bench-overhead-${steps}`, description: `${steps} read-tool steps, then an answer (overhead benchmark)`, turns };
+}
+
+const noopLog: ToolLogger = { info() {}, warn() {}, error() {} };
+
+/**
+ * Mode 1: the agent loop without durability. Mirrors what Keel's `callModel` and tool activities send
+ * (same system prompt, tools, max_tokens, metadata; tool input validated by zod; result as JSON text) so
+ * the only thing missing is Temporal. Returns the per-step times and the session's wall time.
+ */
+async function runInProcess(
+  anthropic: Anthropic,
+  model: string,
+  steps: number,
+  demoUrl: string,
+): Promise<{ stepMs: number[]; sessionMs: number }> {
+  const sessionId = `bench-inproc-${randomUUID()}`;
+  const tools: Tool[] = TOOL_NAMES.map((n) => toolRegistry.get(n)!);
+  const byName = new Map(tools.map((t) => [t.name, t]));
+  const modelTools = tools.map(toModelTool);
+  const env = { KEEL_DEMO_URL: demoUrl };
+  const messages: Anthropic.MessageParam[] = [{ role: 'user', content: PROMPT }];
+  const stepMs: number[] = [];
+  const started = performance.now();
+  for (let turn = 0; turn <= steps; turn++) {
+    const stepStart = performance.now();
+    const reply = await anthropic.messages.create({
+      model,
+      max_tokens: MAX_TOKENS,
+      system: DEFAULT_SYSTEM_PROMPT,
+      messages,
+      tools: modelTools as Anthropic.Tool[],
+      metadata: { user_id: sessionId },
+    });
+    messages.push({ role: 'assistant', content: reply.content });
+    const toolUses = reply.content.filter((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use');
+    if (reply.stop_reason !== 'tool_use' || toolUses.length === 0) {
+      if (turn !== steps) throw new Error(`in-process session ended after ${turn} of ${steps} steps (${reply.stop_reason})`);
+      break;
+    }
+    const results: Anthropic.ToolResultBlockParam[] = [];
+    for (const block of toolUses) {
+      const tool = byName.get(block.name);
+      if (!tool) throw new Error(`scripted model asked for unknown tool ${block.name}`);
+      const input = tool.input.parse(block.input);
+      const ctx: ToolContext = {
+        idempotencyKey: idempotencyKey(tool.policy.idempotency, sessionId, tool.name, input, block.id),
+        signal: new AbortController().signal,
+        log: noopLog,
+        session: { workflowId: sessionId, userId: USER.id, roles: USER.roles },
+        toolUseId: block.id,
+        env,
+      };
+      const out = await tool.run(input, ctx);
+      results.push({ type: 'tool_result', tool_use_id: block.id, content: JSON.stringify(out ?? null) });
+    }
+    messages.push({ role: 'user', content: results });
+    stepMs.push(performance.now() - stepStart);
+  }
+  const sessionMs = performance.now() - started;
+  if (stepMs.length !== steps) throw new Error(`in-process session ran ${stepMs.length} steps, expected ${steps}`);
+  return { stepMs, sessionMs };
+}
+
+/**
+ * Mode 2: the same session on Keel. Wall time is measured around `startSession` + `result`; per-step times
+ * come from the history: the gap between consecutive `callModel` ActivityTaskScheduled events (server
+ * timestamps), i.e. model activity + workflow task + tool activity + workflow task, per step.
+ */
+async function runOnKeel(
+  client: KeelClient,
+  model: string,
+  steps: number,
+): Promise<{ stepMs: number[]; sessionMs: number; breakdown: Breakdown }> {
+  const sessionId = `bench-keel-${randomUUID()}`;
+  const started = performance.now();
+  await client.startSession({
+    sessionId,
+    prompt: PROMPT,
+    user: USER,
+    model,
+    tools: TOOL_NAMES,
+    maxIterations: steps + 1,
+    maxTokens: MAX_TOKENS,
+  });
+  const result = await client.result(sessionId);
+  const sessionMs = performance.now() - started;
+  if (result.stopReason !== 'end_turn' || result.iterations !== steps + 1) {
+    throw new Error(`Keel session ${sessionId} ended with ${result.stopReason} after ${result.iterations} turns, expected end_turn after ${steps + 1}`);
+  }
+  const bad = result.toolCalls.filter((c) => c.outcome !== 'ok');
+  if (result.toolCalls.length !== steps || bad.length > 0) {
+    throw new Error(`Keel session ${sessionId}: ${result.toolCalls.length} tool calls, ${bad.length} not ok (${bad.map((c) => c.error).join('; ')})`);
+  }
+
+  const events = (await client.session(sessionId).fetchHistory()).events ?? [];
+  const scheduled = events
+    .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'callModel')
+    .map((e) => eventTimeMs(e.eventTime));
+  if (scheduled.length !== steps + 1) throw new Error(`Keel session ${sessionId}: ${scheduled.length} callModel activities in history, expected ${steps + 1}`);
+  const stepMs = scheduled.slice(1).map((t, i) => t - scheduled[i]!);
+  return { stepMs, sessionMs, breakdown: breakdownOf(events, scheduled[0]!, scheduled[steps]!, steps) };
+}
+
+/** Where a Keel step's time goes, in ms per step (means over the steps of the sessions measured). */
+interface Breakdown {
+  /** callModel: started → completed (the HTTP call to the model plus SDK and payload work in the worker). */
+  modelActivityRun: number;
+  /** Tool activity: started → completed (the HTTP call to the demo services plus payload work). */
+  toolActivityRun: number;
+  /** Any activity: scheduled → started (matching and dispatch to the worker's poller). */
+  activityQueueWait: number;
+  /** Workflow task: scheduled → started (matching and dispatch). */
+  workflowTaskQueueWait: number;
+  /** Workflow task: started → completed (the worker runs the workflow code and answers). */
+  workflowTaskRun: number;
+}
+
+type HistoryEvent = NonNullable<Awaited<ReturnType<ReturnType<KeelClient['session']>['fetchHistory']>>['events']>[number];
+
+/**
+ * Splits the step window [first callModel scheduled, last callModel scheduled) of one history into queue
+ * waits and run times of activities and workflow tasks, per step. Intervals are attributed by the time they
+ * end; what is left (history writes between a completion and the next task being scheduled) is the rest.
+ */
+function breakdownOf(events: HistoryEvent[], from: number, to: number, steps: number): Breakdown {
+  const time = new Map<string, number>();
+  const activityType = new Map<string, string>();
+  const b: Breakdown = { modelActivityRun: 0, toolActivityRun: 0, activityQueueWait: 0, workflowTaskQueueWait: 0, workflowTaskRun: 0 };
+  for (const e of events) {
+    const id = String(e.eventId);
+    const t = eventTimeMs(e.eventTime);
+    time.set(id, t);
+    const since = (ref: unknown): number => t - (time.get(String(ref)) ?? t);
+    const a = e.activityTaskScheduledEventAttributes;
+    if (a?.activityType?.name) activityType.set(id, a.activityType.name);
+    if (t <= from || t > to) continue;
+    if (e.activityTaskStartedEventAttributes) b.activityQueueWait += since(e.activityTaskStartedEventAttributes.scheduledEventId);
+    const done = e.activityTaskCompletedEventAttributes;
+    if (done) {
+      const run = since(done.startedEventId);
+      if (activityType.get(String(done.scheduledEventId)) === 'callModel') b.modelActivityRun += run;
+      else b.toolActivityRun += run;
+    }
+    if (e.workflowTaskStartedEventAttributes) b.workflowTaskQueueWait += since(e.workflowTaskStartedEventAttributes.scheduledEventId);
+    if (e.workflowTaskCompletedEventAttributes) b.workflowTaskRun += since(e.workflowTaskCompletedEventAttributes.startedEventId);
+  }
+  for (const k of Object.keys(b) as Array<keyof Breakdown>) b[k] /= steps;
+  return b;
+}
+
+/**
+ * A history event's time in ms with sub-millisecond precision (the SDK's `tsToMs` floors to whole ms, too
+ * coarse for steps of a few ms).
+ */
+function eventTimeMs(ts: { seconds?: { toNumber(): number } | null; nanos?: number | null } | null | undefined): number {
+  if (!ts) throw new Error('history event without eventTime');
+  return (ts.seconds?.toNumber() ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6;
+}
+
+/** Nearest-rank percentile of unsorted samples. */
+function percentile(samples: number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] ?? Number.NaN;
+}
+
+const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
+const round = (x: number, digits = 2): number => Number(x.toFixed(digits));
+
+function summarize(mode: string, steps: number, s: ModeSamples): ModeSummary {
+  return {
+    mode,
+    steps,
+    sessions: s.sessionMs.length,
+    p50MsPerStep: round(percentile(s.stepMs, 50)),
+    p95MsPerStep: round(percentile(s.stepMs, 95)),
+    meanMsPerStep: round(mean(s.stepMs)),
+    meanSessionMs: round(mean(s.sessionMs), 1),
+    meanSessionMsPerStep: round(mean(s.sessionMs) / steps),
+  };
+}
+
+function table(rows: ModeSummary[]): string {
+  const header = ['mode', 'steps', 'p50 ms/step', 'p95 ms/step', 'mean session ms', 'session ms / N'];
+  const cells = rows.map((r) => [
+    r.mode,
+    String(r.steps),
+    r.p50MsPerStep.toFixed(2),
+    r.p95MsPerStep.toFixed(2),
+    r.meanSessionMs.toFixed(1),
+    r.meanSessionMsPerStep.toFixed(2),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]): string => `| ${c.map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join(' | ')} |`;
+  const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+  return [line(header), sep, ...cells.map(line)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const args = parseCli();
+  const { steps, sessions } = args;
+  const scenario = benchScenario(steps);
+  const modelName = `scripted/${scenario.name}`;
+  const machine = {
+    cores: os.cpus().length,
+    cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    loadavg1m: round(os.loadavg()[0] ?? 0),
+  };
+
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'keel-bench-'));
+  let model: ScriptedModelServer | undefined;
+  let demo: DemoServices | undefined;
+  let server: DevServer | undefined;
+  let keelWorker: KeelWorker | undefined;
+  let client: KeelClient | undefined;
+  try {
+    // Scripted model with the in-memory scenario only (no files), demo services with an in-memory ledger.
+    model = await startScriptedModel({ scenarioDirs: [], scenarios: [scenario] });
+    demo = await startDemoServices();
+    progress(`scripted model at ${model.url}, demo services at ${demo.url}`);
+
+    const cli = await resolveTemporalCli({ dataDir: path.join(ROOT, '.keel'), log: progress });
+    server = await startDevServer({ cliPath: cli.path, port: 0, uiPort: null, dataDir: path.join(tmp, 'temporal'), log: progress });
+
+    const env: Record<string, string> = {
+      TEMPORAL_ADDRESS: server.address,
+      KEEL_TASK_QUEUE: `bench-overhead-${randomUUID().slice(0, 8)}`,
+      ANTHROPIC_BASE_URL: model.url,
+      KEEL_DEMO_URL: demo.url,
+      KEEL_DATA_DIR: tmp,
+      KEEL_LOG_LEVEL: 'warn',
+    };
+    const config = loadConfig(env);
+    const logFile = path.join(tmp, 'worker.log');
+    progress(`bundling workflows and creating the worker (not timed); worker log: ${logFile}`);
+    keelWorker = await createKeelWorker({
+      config,
+      toolEnv: { KEEL_DEMO_URL: demo.url },
+      logger: createLogger({ level: 'warn', file: logFile }),
+    });
+    client = await KeelClient.connect(config);
+    // The same client settings as Keel's callModel activity: one client, no SDK retries.
+    const anthropic = new Anthropic({ apiKey: 'scripted', baseURL: model.url, maxRetries: 0, timeout: 120_000 });
+
+    const inProcess: ModeSamples = { stepMs: [], sessionMs: [] };
+    const keel: ModeSamples = { stepMs: [], sessionMs: [] };
+    const breakdowns: Breakdown[] = [];
+    const c = client;
+    const demoUrl = demo.url;
+    const runInProc = async (counted: boolean): Promise<void> => {
+      const r = await runInProcess(anthropic, modelName, steps, demoUrl);
+      if (counted) {
+        inProcess.stepMs.push(...r.stepMs);
+        inProcess.sessionMs.push(r.sessionMs);
+      }
+    };
+    const runKeel = async (counted: boolean): Promise<void> => {
+      const r = await runOnKeel(c, modelName, steps);
+      if (counted) {
+        keel.stepMs.push(...r.stepMs);
+        keel.sessionMs.push(r.sessionMs);
+        breakdowns.push(r.breakdown);
+      }
+    };
+
+    await keelWorker.worker.runUntil(async () => {
+      progress('warm-up: 1 session each (not counted)');
+      await runInProc(false);
+      await runKeel(false);
+      for (let i = 0; i < sessions; i++) {
+        // Alternate which mode goes first, so neither always runs right after the other.
+        const order = i % 2 === 0 ? [runInProc, runKeel] : [runKeel, runInProc];
+        for (const run of order) await run(true);
+        progress(`session ${i + 1}/${sessions} done each way`);
+      }
+    });
+
+    const rows = [summarize('in-process', steps, inProcess), summarize('keel', steps, keel)];
+    const ratio = {
+      p50: round(rows[1]!.p50MsPerStep / rows[0]!.p50MsPerStep),
+      p95: round(rows[1]!.p95MsPerStep / rows[0]!.p95MsPerStep),
+    };
+    const overheadMsPerStep = { p50: round(rows[1]!.p50MsPerStep - rows[0]!.p50MsPerStep), p95: round(rows[1]!.p95MsPerStep - rows[0]!.p95MsPerStep) };
+    const keelBreakdown = Object.fromEntries(
+      (Object.keys(breakdowns[0]!) as Array<keyof Breakdown>).map((k) => [k, round(mean(breakdowns.map((b) => b[k])))]),
+    ) as unknown as Breakdown;
+    const accounted = Object.values(keelBreakdown).reduce((x, y) => x + y, 0);
+    const keelBreakdownRest = round(rows[1]!.meanMsPerStep - accounted);
+    const method = {
+      inProcess: 'each step timed directly with performance.now(): model call + tool call',
+      keel: 'each step from history: gap between consecutive callModel ActivityTaskScheduled events (server time)',
+      session: 'wall time around startSession + result (Keel) or the whole loop (in-process), incl. the final end_turn turn',
+    };
+
+    if (args.json) {
+      process.stdout.write(
+        `${JSON.stringify({ machine, params: { steps, sessions, warmupSessions: 1 }, modes: rows, ratioKeelOverInProcess: ratio, overheadMsPerStep, keelStepBreakdownMs: { ...keelBreakdown, rest: keelBreakdownRest }, method }, null, 2)}\n`,
+      );
+    } else {
+      const out = [
+        `Keel overhead benchmark: ${sessions} sessions x ${steps} steps each way (+1 warm-up each, not counted)`,
+        `machine: ${machine.cores} cores (${machine.cpu}), node ${machine.node}, ${machine.platform}, load avg ${machine.loadavg1m}`,
+        '',
+        table(rows),
+        '',
+        `ratio keel / in-process: p50 ${ratio.p50.toFixed(2)}x, p95 ${ratio.p95.toFixed(2)}x ` +
+          `(overhead per step: p50 +${overheadMsPerStep.p50.toFixed(2)} ms, p95 +${overheadMsPerStep.p95.toFixed(2)} ms)`,
+        `keel step, mean ms: model activity ${keelBreakdown.modelActivityRun.toFixed(2)}, tool activity ${keelBreakdown.toolActivityRun.toFixed(2)}, ` +
+          `activity queue wait ${keelBreakdown.activityQueueWait.toFixed(2)}, workflow task queue wait ${keelBreakdown.workflowTaskQueueWait.toFixed(2)}, ` +
+          `workflow task run ${keelBreakdown.workflowTaskRun.toFixed(2)}, rest ${keelBreakdownRest.toFixed(2)} (of ${rows[1]!.meanMsPerStep.toFixed(2)}; from history)`,
+        '',
+        `per step, in-process: ${method.inProcess}`,
+        `per step, keel:       ${method.keel}`,
+        `session ms / N:       mean session wall time / N (${method.session})`,
+        'Timings on this shared machine are only comparable as ratios within one run, not across runs or machines.',
+      ];
+      process.stdout.write(`${out.join('\n')}\n`);
+    }
+  } finally {
+    // Reverse order of start-up; each step is guarded so one failure does not leak the rest.
+    const closers: Array<[string, () => Promise<void> | undefined]> = [
+      ['client', () => client?.close()],
+      ['worker', () => keelWorker?.close()],
+      ['temporal dev server', () => server?.stop()],
+      ['scripted model', () => model?.close()],
+      ['demo services', () => demo?.close()],
+      ['tmp dir', () => rm(tmp, { recursive: true, force: true })],
+    ];
+    for (const [what, stop] of closers) {
+      try {
+        await stop();
+      } catch (err) {
+        progress(`cleanup: closing ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench/overhead failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});

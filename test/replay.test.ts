@@ -1,0 +1,81 @@
+/**
+ * Replay coverage of `agentSession`: a freshly captured history replays against the current code; the
+ * golden histories under test/histories/ (one per scenario, captured from real runs) still replay, so a
+ * change that would break running sessions fails here; and a deliberately changed workflow is caught
+ * as a DeterminismViolationError. Regenerate goldens with `KEEL_UPDATE_GOLDEN=1 npx vitest run test/replay.test.ts`
+ * only when a change is meant to be incompatible (and version it with patched() instead when possible).
+ */
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { readHistoryFile, replayHistory, writeHistoryFile } from '../src/replay.js';
+import { ROOT, startHarness, type Harness } from './support/harness.js';
+
+const HISTORIES = path.join(ROOT, 'test', 'histories');
+const GOLDEN_SCENARIOS = ['refund-demo', 'bad-input', 'overloaded', 'kb-down'];
+const bundle = () => ({ codePath: inject('workflowBundlePath') });
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness('replay');
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+async function runScenario(scenario: string): Promise<string> {
+  if (scenario === 'kb-down') await h.demoApi.setFault({ endpoint: '/kb', status: 503 });
+  try {
+    const { sessionId, handle } = await h.client.startSession({
+      sessionId: `golden-${scenario}-${Date.now()}`,
+      prompt: `Scenario ${scenario}`,
+      user: { id: 'golden-user', roles: ['support'] },
+      model: `scripted/${scenario}`,
+      modelRetry: { initialInterval: '50ms' },
+    });
+    await h.withWorker(() => handle.result());
+    return sessionId;
+  } finally {
+    await h.demoApi.clearFaults();
+  }
+}
+
+describe('replay', () => {
+  it('replays a freshly captured history against the current code', async () => {
+    const sessionId = await runScenario('bad-input');
+    const history = await h.client.session(sessionId).fetchHistory();
+    const report = await replayHistory(history, sessionId, { workflowBundle: bundle() });
+    expect(report).toMatchObject({ deterministic: true, workflowId: sessionId });
+    expect(report.events).toBeGreaterThan(10);
+  });
+
+  it.runIf(process.env.KEEL_UPDATE_GOLDEN === '1')('captures golden histories', async () => {
+    for (const scenario of GOLDEN_SCENARIOS) {
+      const sessionId = await runScenario(scenario);
+      const history = await h.client.session(sessionId).fetchHistory();
+      await writeHistoryFile(path.join(HISTORIES, `${scenario}.json`), history);
+    }
+  }, 120_000);
+
+  it('replays every golden history under test/histories/', async () => {
+    const files = (await readdir(HISTORIES)).filter((f) => f.endsWith('.json'));
+    expect(files.sort()).toEqual(GOLDEN_SCENARIOS.map((s) => `${s}.json`).sort());
+    for (const f of files) {
+      const report = await replayHistory(await readHistoryFile(path.join(HISTORIES, f)), f, { workflowBundle: bundle() });
+      expect(report, f).toMatchObject({ deterministic: true });
+    }
+  });
+
+  it('catches an incompatible workflow change as a DeterminismViolationError', async () => {
+    const changed = await bundleWorkflowCode({
+      workflowsPath: fileURLToPath(new URL('./fixtures/changed-workflow.ts', import.meta.url)),
+      logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} },
+    });
+    const history = await readHistoryFile(path.join(HISTORIES, 'refund-demo.json'));
+    const report = await replayHistory(history, 'refund-demo', { workflowBundle: { code: changed.code } });
+    expect(report.deterministic).toBe(false);
+    expect(report.error?.type).toBe('DeterminismViolationError');
+  }, 60_000);
+});
