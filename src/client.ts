@@ -7,13 +7,20 @@ import { randomUUID } from 'node:crypto';
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { loadConfig, modelEndpoint, temporalConnectionOptions, type KeelConfig } from './config.js';
 import {
+  ApprovalDecisionSchema,
   SessionInputSchema,
+  decideApprovalUpdate,
+  pendingApprovalsQuery,
   statusQuery,
+  type ApprovalDecision,
+  type ApprovalOutcome,
+  type ApprovalRequest,
   type SessionInputArgs,
   type SessionResult,
   type SessionStatus,
 } from './workflows/types.js';
-import type { agentSession } from './workflows/index.js';
+import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
+import type { agentSession, toolChain } from './workflows/index.js';
 
 /** The session input was invalid; the message names each bad field. */
 export class SessionInputError extends Error {
@@ -85,6 +92,50 @@ export class KeelClient {
   /** Requests cancellation of a session. */
   async cancel(sessionId: string): Promise<void> {
     await this.session(sessionId).cancel();
+  }
+
+  /** Starts a `toolChain` of declared tool steps; throws `SessionInputError` naming every bad field. */
+  async startChain(input: ToolChainInputArgs, opts: { chainId?: string } = {}): Promise<WorkflowHandle<typeof toolChain>> {
+    const parsed = ToolChainInputSchema.safeParse(input);
+    if (!parsed.success) {
+      throw new SessionInputError(parsed.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));
+    }
+    return this.temporal.workflow.start('toolChain', {
+      taskQueue: this.config.KEEL_TASK_QUEUE,
+      workflowId: opts.chainId ?? `chain-${randomUUID()}`,
+      args: [parsed.data],
+      staticSummary: truncateBytes(`chain: ${parsed.data.steps.map((s) => s.tool).join(' → ')}`, 200),
+    }) as Promise<WorkflowHandle<typeof toolChain>>;
+  }
+
+  /** The session's requests waiting for a person. */
+  async pendingApprovals(sessionId: string): Promise<ApprovalRequest[]> {
+    return this.session(sessionId).query(pendingApprovalsQuery);
+  }
+
+  /**
+   * Every pending approval across sessions: a visibility query on the `KeelPendingApproval` search
+   * attribute finds the sessions, then each is asked for its requests.
+   */
+  async listPendingApprovals(): Promise<Array<ApprovalRequest & { sessionId: string }>> {
+    const found: Array<ApprovalRequest & { sessionId: string }> = [];
+    for await (const wf of this.temporal.workflow.list({ query: `KeelPendingApproval = true AND ExecutionStatus = 'Running'` })) {
+      const pending = await this.pendingApprovals(wf.workflowId).catch(() => []);
+      for (const p of pending) found.push({ ...p, sessionId: wf.workflowId });
+    }
+    return found;
+  }
+
+  /**
+   * Decides on a request through the `decideApproval` update, so the answer says at once whether it was
+   * accepted (and if not, why: unknown request, already decided, not allowed).
+   */
+  async decide(sessionId: string, decision: ApprovalDecision): Promise<ApprovalOutcome> {
+    const parsed = ApprovalDecisionSchema.safeParse(decision);
+    if (!parsed.success) {
+      throw new SessionInputError(parsed.error.issues.map((i) => `${i.path.join('.') || 'decision'}: ${i.message}`).join('; '));
+    }
+    return this.session(sessionId).executeUpdate(decideApprovalUpdate, { args: [parsed.data] });
   }
 
   /** Closes the connection. */

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { readHistoryFile, replayHistory, writeHistoryFile } from '../src/replay.js';
-import { ROOT, startHarness, type Harness } from './support/harness.js';
+import { ROOT, approveUntilDone, startHarness, type Harness } from './support/harness.js';
 
 const HISTORIES = path.join(ROOT, 'test', 'histories');
 const GOLDEN_SCENARIOS = ['refund-demo', 'bad-input', 'overloaded', 'kb-down'];
@@ -35,7 +35,7 @@ async function runScenario(scenario: string): Promise<string> {
       model: `scripted/${scenario}`,
       modelRetry: { initialInterval: '50ms' },
     });
-    await h.withWorker(() => handle.result());
+    await h.withWorker(() => Promise.all([handle.result(), approveUntilDone(h.client, sessionId)]));
     return sessionId;
   } finally {
     await h.demoApi.clearFaults();

@@ -9,7 +9,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { SessionInputError, failureMessage } from '../src/client.js';
 import { KeelStatus, KeelToolsUsed } from '../src/workflows/search-attributes.js';
-import { historyEvents, startHarness, type Harness } from './support/harness.js';
+import { approveUntilDone, historyEvents, startHarness, type Harness } from './support/harness.js';
 
 let h: Harness;
 /** The refund demo's session, whose log lines a later test reads. */
@@ -30,7 +30,9 @@ function scheduledActivities(events: Awaited<ReturnType<typeof historyEvents>>):
 describe('agentSession', () => {
   it('plays the refund demo to its answer, with one refund and one email in the ledger', async () => {
     const { sessionId } = await h.client.startSession({ prompt: 'My keyboard arrived damaged, order ord_1001.', user, model: 'scripted/refund-demo' });
-    const result = await h.withWorker(() => h.client.result(sessionId));
+    const [result, approved] = await h.withWorker(() => Promise.all([h.client.result(sessionId), approveUntilDone(h.client, sessionId)]));
+    // The refund and the email are irreversible: each waited for a person.
+    expect(approved).toEqual(['issue_refund-1', 'send_email-1']);
 
     expect(result.stopReason).toBe('end_turn');
     expect(result.answer).toContain('refunded the full 129.00 USD');
@@ -106,9 +108,9 @@ describe('agentSession', () => {
     expect(failureMessage(err)).toMatch(/model API 400 error/);
     const events = await historyEvents(h, sessionId);
     expect(events.filter((e) => e.activityTaskStartedEventAttributes)[0]!.activityTaskStartedEventAttributes!.attempt).toBe(1);
-    const activityFailure = (err as WorkflowFailedError).cause?.cause;
-    expect(activityFailure).toBeInstanceOf(ApplicationFailure);
-    expect((activityFailure as ApplicationFailure).type).toBe('ModelRequestRejected');
+    const failure = (err as WorkflowFailedError).cause;
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect((failure as ApplicationFailure).type).toBe('ModelRequestRejected');
   });
 
   it('degrades an optional tool that is down to a note the model can proceed with', async () => {

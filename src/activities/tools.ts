@@ -4,32 +4,65 @@
  * server-side check), hands the tool its idempotency key, abort signal and logger, maps `ToolError` to
  * a non-retryable `ToolError` failure the model will read, caps the result's size, and writes exactly
  * one structured log line per attempt: tool, session, success, duration_ms, result_bytes, arg_keys.
+ * Status checks (`<tool>.status`) and undos (`<tool>.compensate`) run the same way.
  */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import { ToolError, type Tool, type ToolLogger } from '../tools/index.js';
-import { FailureTypes, type ToolActivityInput, type ToolActivityOutput } from '../workflows/types.js';
+import { ToolError, type Tool, type ToolContext, type ToolLogger } from '../tools/index.js';
+import { FailureTypes, type StatusCheckOutput, type ToolActivityInput, type ToolActivityOutput } from '../workflows/types.js';
 
 /** Results larger than this (bytes of JSON) are cut, with a note to the model. */
 export const MAX_RESULT_BYTES = 64 * 1024;
 
-/** Creates the activity functions for a set of tools, keyed by tool name. */
+/** What a tool activity does: the call itself, its status check, or its undo. */
+type Phase = 'run' | 'status' | 'compensate';
+type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Creates the activity functions for a set of tools: `<name>` for each tool, `<name>.status` for each
+ * status check and `<name>.compensate` for each undo.
+ */
 export function createToolActivities(
   tools: Iterable<Tool>,
-  opts: { env?: Readonly<Record<string, string | undefined>> } = {},
-): Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput>> {
+  opts: { env?: Env } = {},
+): Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> {
   const env = opts.env ?? process.env;
-  const activities: Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput>> = {};
+  const activities: Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> = {};
   for (const tool of tools) {
-    activities[tool.name] = (req) => runTool(tool, req, env);
+    activities[tool.name] = (req) => invoke(tool, req, env, 'run', (input, ctx) => tool.run(input, ctx)).then(toOutput);
+    const { statusCheck, compensate } = tool;
+    if (statusCheck) {
+      activities[`${tool.name}.status`] = (req) =>
+        invoke(tool, req, env, 'status', (input, ctx) => statusCheck(input, ctx)).then(
+          (r): StatusCheckOutput => (r.applied ? { applied: true, content: toOutput(r.result).content } : { applied: false }),
+        );
+    }
+    if (compensate) {
+      activities[`${tool.name}.compensate`] = (req) => invoke(tool, req, env, 'compensate', (input, ctx) => compensate(input, ctx)).then(toOutput);
+    }
   }
   return activities;
 }
 
-async function runTool(
+/** The result as JSON text for the model, cut at MAX_RESULT_BYTES with a note. */
+function toOutput(result: unknown): ToolActivityOutput {
+  const text = JSON.stringify(result ?? null);
+  const bytes = Buffer.byteLength(text);
+  if (bytes <= MAX_RESULT_BYTES) return { content: text, bytes, truncated: false };
+  const cut = Buffer.from(text).subarray(0, MAX_RESULT_BYTES).toString('utf8');
+  return { content: `${cut}\n[result truncated: ${bytes} bytes, the first ${MAX_RESULT_BYTES} shown]`, bytes, truncated: true };
+}
+
+/**
+ * Validates the input, builds the tool's context, runs one phase, maps `ToolError` to a non-retryable
+ * failure and writes the phase's one log line.
+ */
+async function invoke<T>(
   tool: Tool,
   req: ToolActivityInput,
-  env: Readonly<Record<string, string | undefined>>,
-): Promise<ToolActivityOutput> {
+  env: Env,
+  phase: Phase,
+  fn: (input: Parameters<Tool['run']>[0], ctx: ToolContext) => Promise<T>,
+): Promise<T> {
   const ctx = Context.current();
   const started = performance.now();
   const argKeys = req.input && typeof req.input === 'object' ? Object.keys(req.input).sort() : [];
@@ -52,9 +85,8 @@ async function runTool(
       warn: (m, meta) => log.warn(m, { tool: tool.name, ...meta }),
       error: (m, meta) => log.error(m, { tool: tool.name, ...meta }),
     };
-    let result: unknown;
     try {
-      result = await tool.run(parsed.data, {
+      const result = await fn(parsed.data, {
         idempotencyKey: req.idempotencyKey,
         signal: ctx.cancellationSignal,
         log: toolLog,
@@ -62,6 +94,9 @@ async function runTool(
         toolUseId: req.toolUseId,
         env,
       });
+      resultBytes = Buffer.byteLength(JSON.stringify(result ?? null));
+      success = true;
+      return result;
     } catch (err) {
       if (err instanceof ToolError) {
         errorType = FailureTypes.ToolError;
@@ -70,19 +105,9 @@ async function runTool(
       errorType = err instanceof Error ? err.name : 'Error';
       throw err;
     }
-    const text = JSON.stringify(result ?? null);
-    resultBytes = Buffer.byteLength(text);
-    success = true;
-    if (resultBytes <= MAX_RESULT_BYTES) return { content: text, bytes: resultBytes, truncated: false };
-    const cut = Buffer.from(text).subarray(0, MAX_RESULT_BYTES).toString('utf8');
-    return {
-      content: `${cut}\n[result truncated: ${resultBytes} bytes, the first ${MAX_RESULT_BYTES} shown]`,
-      bytes: resultBytes,
-      truncated: true,
-    };
   } finally {
     clearInterval(beat);
-    log.info('tool call', {
+    log.info(phase === 'run' ? 'tool call' : `tool ${phase}`, {
       tool: tool.name,
       risk: tool.policy.risk,
       session: req.session.workflowId,

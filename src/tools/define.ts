@@ -92,7 +92,26 @@ export interface ToolSpec<S extends z.ZodObject = z.ZodObject, R = unknown> {
   idempotentDownstream?: boolean;
   /** Does the work. Throw `ToolError` for outcomes the model should see. */
   run(input: z.output<S>, ctx: ToolContext): Promise<R>;
+  /**
+   * Undoes a `write`. Registered before the side effect runs and called, last-in-first-out, when the
+   * session fails, is cancelled or a critical step fails. It gets the original input and the original
+   * call's idempotency key (`ctx.idempotencyKey`), so it can find what was done; it must be a no-op when
+   * nothing happened, and is retried until it succeeds.
+   */
+  compensate?(input: z.output<S>, ctx: ToolContext): Promise<unknown>;
+  /** A `write` that cannot be undone and is not `irreversible` must say why instead of `compensate`. */
+  noCompensation?: string;
+  /**
+   * Asks the downstream, by idempotency key, whether a call whose outcome is unknown (timed out, worker
+   * lost) happened. Without one, an unknown outcome goes to the model as unknown, never a blind retry.
+   */
+  statusCheck?(input: z.output<S>, ctx: ToolContext): Promise<StatusCheckResult>;
+  /** How long an approval request for this tool waits for a person (the session's default, 24h). */
+  approvalTimeout?: Duration;
 }
+
+/** What a status check found. */
+export type StatusCheckResult = { applied: true; result: unknown } | { applied: false };
 
 /** A registered tool: its spec plus the policy its tier resolved to. */
 export interface Tool<S extends z.ZodObject = z.ZodObject, R = unknown> extends ToolSpec<S, R> {
@@ -108,6 +127,11 @@ export interface ResolvedToolPolicy {
   initialRetryInterval: Duration;
   idempotency: IdempotencyMode | 'none';
   approval: 'never' | 'policy' | 'always' | 'other-person';
+  /** Set when the tool has an undo. */
+  compensable: boolean;
+  /** Set when the tool can be asked whether a call happened. */
+  hasStatusCheck: boolean;
+  approvalTimeout?: Duration;
 }
 
 /** A tool definition broke its tier's rules; the message names the tool and the rule. */
@@ -141,6 +165,17 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
     );
   }
   if (spec.risk === 'read' && spec.idempotency) fail('a read tool has no side effect and takes no idempotency mode');
+  if (spec.idempotency && !['input-hash', 'per-call'].includes(spec.idempotency)) {
+    fail(`idempotency must be 'input-hash' or 'per-call': a ${spec.risk} tool needs a key strategy`);
+  }
+  if (spec.risk === 'read' && (spec.compensate || spec.statusCheck)) fail('a read tool has nothing to compensate or check');
+  if (spec.risk === 'write' && !spec.compensate && !spec.noCompensation?.trim()) {
+    fail('a write tool must declare compensate (its undo), or noCompensation with the reason it has none');
+  }
+  if ((spec.risk === 'irreversible' || spec.risk === 'privileged') && spec.compensate) {
+    fail(`a ${spec.risk} tool cannot be undone, so it takes no compensate; if it can be undone, make it a write`);
+  }
+  if (spec.approvalTimeout !== undefined) toMs(spec.approvalTimeout);
   const timeout = spec.timeout ?? tier.startToCloseTimeout;
   if (toMs(timeout) > toMs(tier.maxStartToCloseTimeout)) {
     fail(`timeout ${timeout} exceeds the ${spec.risk} tier's ceiling of ${tier.maxStartToCloseTimeout}`);
@@ -155,6 +190,9 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
       initialRetryInterval: tier.initialRetryInterval,
       idempotency: spec.risk === 'read' ? 'none' : (spec.idempotency ?? 'input-hash'),
       approval: tier.approval,
+      compensable: Boolean(spec.compensate),
+      hasStatusCheck: Boolean(spec.statusCheck),
+      ...(spec.approvalTimeout !== undefined ? { approvalTimeout: spec.approvalTimeout } : {}),
     },
   };
 }
@@ -174,7 +212,7 @@ export function toModelTool(tool: Pick<Tool, 'name' | 'description' | 'input'>):
 }
 
 /** Milliseconds in a duration string such as `500ms`, `5s`, `2m`, `1h`, or a number of ms. */
-export function toMs(d: Duration): number {
+export function toMs(d: Duration | string): number {
   if (typeof d === 'number') return d;
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(d);
   if (!m) throw new ToolDefinitionError(`bad duration '${d}': use e.g. 500ms, 5s, 2m, 1h`);

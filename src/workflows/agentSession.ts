@@ -1,13 +1,14 @@
 /**
  * `agentSession`: the agent loop as a deterministic Temporal workflow. Each model call is the activity
- * `callModel`; each tool call is an activity whose type is the tool's name, run under its risk tier's
- * retry policy and timeouts with an idempotency key drawn from the workflow ID. Unknown tools, input
- * that breaks a tool's schema and tool failures go back to the model as `is_error` results; a critical
- * tool that fails after its retries fails the session. The loop is bounded by `maxIterations`.
+ * `callModel`; each tool call goes through the `ToolRunner` (allowlist, validation, idempotency keys,
+ * approval gate, saga registration, unknown-outcome handling) and runs as an activity named after the
+ * tool. Unknown tools, bad input and tool failures go back to the model as `is_error` results. The loop
+ * is bounded by `maxIterations`; when the session fails, is cancelled, or the budget ends it, the undos
+ * of its completed writes run last-in-first-out.
  */
 import {
-  ActivityFailure,
   ApplicationFailure,
+  isCancellation,
   log,
   proxyActivities,
   setCurrentDetails,
@@ -17,8 +18,8 @@ import {
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import { toModelTool, toolRegistry, type Tool } from '../tools/index.js';
-import { idempotencyKey } from './keys.js';
-import { KeelStatus, KeelToolsUsed } from './search-attributes.js';
+import { KeelPendingApproval, KeelStatus, KeelToolsUsed } from './search-attributes.js';
+import { ToolRunner, failureWithCompensations } from './tool-runner.js';
 import {
   FailureTypes,
   SessionInputSchema,
@@ -32,15 +33,11 @@ import {
   type SessionResult,
   type SessionStatus,
   type TextBlock,
-  type ToolActivityInput,
-  type ToolActivityOutput,
-  type ToolCallRecord,
   type ToolResultBlock,
   type ToolUseBlock,
 } from './types.js';
 
 type ModelActivities = { callModel(input: CallModelInput): Promise<CallModelOutput> };
-type ToolActivity = (input: ToolActivityInput) => Promise<ToolActivityOutput>;
 
 /** The system prompt used when the session gives none. */
 export const DEFAULT_SYSTEM_PROMPT =
@@ -63,7 +60,6 @@ export async function agentSession(args: SessionInputArgs): Promise<SessionResul
   const { workflowId } = workflowInfo();
 
   const tools: Tool[] = (input.tools ?? [...toolRegistry.keys()]).flatMap((name) => toolRegistry.get(name) ?? []);
-  const allowed = new Map(tools.map((t) => [t.name, t]));
   const modelTools = tools.map(toModelTool);
 
   const { callModel } = proxyActivities<ModelActivities>({
@@ -80,109 +76,70 @@ export async function agentSession(args: SessionInputArgs): Promise<SessionResul
   });
 
   const messages: ConversationMessage[] = [{ role: 'user', content: input.prompt }];
-  const toolCalls: ToolCallRecord[] = [];
   const usage = { input_tokens: 0, output_tokens: 0 };
   const events: SessionEvent[] = [];
   let seq = 0;
-  const status: SessionStatus = { state: 'running', step: 'starting', iteration: 0, usage, toolCalls: 0, events };
-  const toolsUsed = new Set<string>();
-  setHandler(statusQuery, () => ({ ...status, toolCalls: toolCalls.length }));
+  let state: SessionStatus['state'] = 'running';
+  let step = 'starting';
+  let iteration = 0;
 
-  const promptLine = input.prompt.split('\n', 1)[0]!.slice(0, 120);
-  const setStep = (step: string): void => {
-    status.step = step;
-    setCurrentDetails(
-      `**Request:** ${promptLine}\n\n**Step:** ${step}\n\n**Model turns:** ${status.iteration} · **tool calls:** ${toolCalls.length} · **tokens:** ${usage.input_tokens} in / ${usage.output_tokens} out` +
-        (toolsUsed.size ? `\n\n**Tools used:** ${[...toolsUsed].join(', ')}` : ''),
-    );
-  };
   const setSearchAttributes = (pairs: SearchAttributeUpdatePair[]): void => {
     if (input.searchAttributes) upsertSearchAttributes(pairs);
   };
-  const addEvent = (e: SessionEvent extends infer E ? (E extends SessionEvent ? Omit<E, 'seq'> : never) : never): void => {
-    events.push({ ...e, seq: ++seq } as SessionEvent);
-    if (events.length > MAX_EVENTS) events.shift();
+  const promptLine = input.prompt.split('\n', 1)[0]!.slice(0, 120);
+  const toolsUsed = new Set<string>();
+  let lastPending = false;
+  const refresh = (): void => {
+    const pending = runner.pendingApprovals();
+    const lines = [
+      `**Request:** ${promptLine}`,
+      `**Step:** ${pending.length ? `waiting for approval: ${pending.map((p) => `${p.requestId} (${p.tool})`).join(', ')}` : step}`,
+      `**Model turns:** ${iteration} · **tool calls:** ${runner.toolCalls.length} · **tokens:** ${usage.input_tokens} in / ${usage.output_tokens} out`,
+    ];
+    if (toolsUsed.size) lines.push(`**Tools used:** ${[...toolsUsed].join(', ')}`);
+    const undone = runner.compensations.filter((c) => c.status !== 'pending');
+    if (undone.length) lines.push(`**Compensations:** ${undone.map((c) => `${c.tool} ${c.status}`).join(', ')}`);
+    setCurrentDetails(lines.join('\n\n'));
+    if (pending.length > 0 !== lastPending && state === 'running') {
+      lastPending = pending.length > 0;
+      setSearchAttributes([
+        { key: KeelPendingApproval, value: lastPending },
+        { key: KeelStatus, value: lastPending ? 'waiting_approval' : 'running' },
+      ]);
+    }
   };
-
+  const setStep = (s: string): void => {
+    step = s;
+    refresh();
+  };
+  const runner: ToolRunner = new ToolRunner({
+    workflowId,
+    user: input.user,
+    tools: new Map(tools.map((t) => [t.name, t])),
+    approval: input.approval,
+    onEvent: (e) => {
+      events.push({ ...e, seq: ++seq } as SessionEvent);
+      if (events.length > MAX_EVENTS) events.shift();
+    },
+    onChange: refresh,
+  });
+  setHandler(statusQuery, () => ({
+    state,
+    step,
+    iteration,
+    usage,
+    toolCalls: runner.toolCalls.length,
+    events,
+    approvals: runner.approvals,
+    approvalLog: runner.approvalLog,
+    compensations: runner.compensations,
+  }));
   setSearchAttributes([{ key: KeelStatus, value: 'running' }]);
-
-  /** Runs one tool_use block and returns the tool_result the model will read. */
-  const runToolUse = async (block: ToolUseBlock, iteration: number): Promise<ToolResultBlock> => {
-    const record: ToolCallRecord = { toolUseId: block.id, name: block.name, outcome: 'ok', iteration };
-    toolCalls.push(record);
-    const refuse = (outcome: 'error' | 'rejected', message: string): ToolResultBlock => {
-      record.outcome = outcome;
-      record.error = message;
-      addEvent({ kind: 'tool', iteration, name: block.name, toolUseId: block.id, outcome, detail: message });
-      return { type: 'tool_result', tool_use_id: block.id, content: message, is_error: true };
-    };
-
-    const tool = allowed.get(block.name);
-    if (!tool) {
-      return refuse(
-        'rejected',
-        `Unknown tool '${block.name}'. Available tools: ${[...allowed.keys()].join(', ') || '(none)'}.`,
-      );
-    }
-    const valid = tool.input.safeParse(block.input);
-    if (!valid.success) {
-      return refuse(
-        'rejected',
-        `Invalid input for ${tool.name}: ${valid.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`).join('; ')}. Fix the arguments and call the tool again.`,
-      );
-    }
-
-    const key = idempotencyKey(tool.policy.idempotency, workflowId, tool.name, valid.data, block.id);
-    record.idempotencyKey = key;
-    toolsUsed.add(tool.name);
-    setStep(`running ${tool.name}`);
-    const activity = proxyActivities<Record<string, ToolActivity>>({
-      startToCloseTimeout: tool.policy.startToCloseTimeout,
-      retry: {
-        maximumAttempts: tool.policy.maxAttempts,
-        initialInterval: tool.policy.initialRetryInterval,
-        backoffCoefficient: 2,
-        nonRetryableErrorTypes: [FailureTypes.ToolError, FailureTypes.InvalidToolInput],
-      },
-      summary: `${tool.name} (${tool.policy.risk})`,
-    })[tool.name]!;
-
-    try {
-      const out = await activity({
-        input: valid.data,
-        idempotencyKey: key,
-        toolUseId: block.id,
-        session: { workflowId, userId: input.user.id, roles: input.user.roles },
-      });
-      addEvent({ kind: 'tool', iteration, name: tool.name, toolUseId: block.id, outcome: 'ok', detail: out.content.slice(0, 200) });
-      return { type: 'tool_result', tool_use_id: block.id, content: out.content };
-    } catch (err) {
-      if (!(err instanceof ActivityFailure)) throw err;
-      const cause = err.cause;
-      const reason = cause?.message ?? err.message;
-      if (cause instanceof ApplicationFailure && (cause.type === FailureTypes.ToolError || cause.type === FailureTypes.InvalidToolInput)) {
-        return refuse('error', `${tool.name} failed: ${reason}`);
-      }
-      if (tool.criticality === 'optional') {
-        log.warn('optional tool unavailable; continuing without it', { tool: tool.name, reason });
-        return refuse('error', `${tool.name} is unavailable right now (${reason}). Continue without it.`);
-      }
-      record.outcome = 'error';
-      record.error = reason;
-      throw ApplicationFailure.create({
-        type: FailureTypes.CriticalToolFailed,
-        nonRetryable: true,
-        message: `critical tool ${tool.name} failed after ${tool.policy.maxAttempts} attempt(s): ${reason}`,
-        cause: err,
-      });
-    }
-  };
 
   let answer = '';
   let stopReason = 'max_iterations';
   try {
-    for (let iteration = 1; iteration <= input.maxIterations; iteration++) {
-      status.iteration = iteration;
+    for (iteration = 1; iteration <= input.maxIterations; iteration++) {
       setStep(`model turn ${iteration}`);
       const reply = await callModel({
         model: input.model,
@@ -198,28 +155,44 @@ export async function agentSession(args: SessionInputArgs): Promise<SessionResul
 
       const text = textOf(reply.content);
       const toolUses = reply.content.filter((b): b is ToolUseBlock => b.type === 'tool_use');
-      addEvent({ kind: 'model', iteration, text, toolUses: toolUses.map((t) => t.name), stopReason: reply.stopReason });
+      events.push({ seq: ++seq, kind: 'model', iteration, text, toolUses: toolUses.map((t) => t.name), stopReason: reply.stopReason });
       if (text) answer = text;
       if (reply.stopReason !== 'tool_use' || toolUses.length === 0) {
         stopReason = reply.stopReason;
         break;
       }
+      for (const t of toolUses) if (toolRegistry.has(t.name)) toolsUsed.add(t.name);
+      setStep(`running ${toolUses.map((t) => t.name).join(', ')}`);
       // Independent tool calls of one model turn run in parallel; results keep the model's order.
-      const results = await Promise.all(toolUses.map((block) => runToolUse(block, iteration)));
+      const results = await Promise.all(
+        toolUses.map(async (block): Promise<ToolResultBlock> => {
+          const r = await runner.run({ toolUseId: block.id, name: block.name, input: block.input, iteration });
+          return { type: 'tool_result', tool_use_id: block.id, content: r.content, ...(r.isError ? { is_error: true } : {}) };
+        }),
+      );
       messages.push({ role: 'user', content: results });
       setSearchAttributes([{ key: KeelToolsUsed, value: [...toolsUsed] }]);
     }
+    if (iteration > input.maxIterations) iteration = input.maxIterations;
   } catch (err) {
-    status.state = 'failed';
+    // Failed, cancelled, or a critical step failed: undo completed writes, newest first.
+    state = 'failed';
+    setStep(`compensating after: ${err instanceof Error ? err.message : String(err)}`);
+    const compensations = await runner.compensate(iteration);
     setStep(`failed: ${err instanceof Error ? err.message : String(err)}`);
-    setSearchAttributes([{ key: KeelStatus, value: 'failed' }]);
-    throw err;
+    setSearchAttributes([{ key: KeelStatus, value: isCancellation(err) ? 'cancelled' : 'failed' }, { key: KeelPendingApproval, value: false }]);
+    if (isCancellation(err)) throw err;
+    throw failureWithCompensations(err, compensations);
   }
 
-  status.state = 'completed';
+  if (stopReason === 'max_iterations') {
+    log.warn('budget ended the session; compensating its writes', { maxIterations: input.maxIterations });
+    await runner.compensate(iteration);
+  }
+  state = 'completed';
   setStep(`completed (${stopReason})`);
   setSearchAttributes([{ key: KeelStatus, value: 'completed' }]);
-  return { answer, stopReason, iterations: status.iteration, usage, toolCalls };
+  return { answer, stopReason, iterations: iteration, usage, toolCalls: runner.toolCalls, compensations: runner.compensations };
 }
 
 function textOf(content: ContentBlock[]): string {

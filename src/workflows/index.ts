@@ -1,2 +1,3 @@
 /** The workflows a Keel worker registers. Sandbox-safe entry point for `bundleWorkflowCode`. */
 export { agentSession } from './agentSession.js';
+export { toolChain } from './toolChain.js';

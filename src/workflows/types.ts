@@ -5,7 +5,7 @@
  * the workflow exposes. Sandbox-safe: zod and plain types only.
  */
 import { z } from 'zod';
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 
 const DurationSchema = z.union([z.number().int().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/)]);
 
@@ -16,6 +16,22 @@ export const SessionUserSchema = z.object({
 });
 /** @see SessionUserSchema */
 export type SessionUser = z.infer<typeof SessionUserSchema>;
+
+/** Who may approve what, and for how long a request waits. Defaults in parentheses. */
+export const ApprovalPolicySchema = z.object({
+  /** Roles that may approve `irreversible` calls and policy-gated writes (`approver`). */
+  approverRoles: z.array(z.string().min(1)).min(1).default(['approver']),
+  /** Roles that may approve `privileged` calls; the requester never may (`admin`). */
+  privilegedApproverRoles: z.array(z.string().min(1)).min(1).default(['admin']),
+  /** How long a request waits before it is refused (`24h`); a tool's `approvalTimeout` wins. */
+  timeout: DurationSchema.default('24h'),
+  /** `write` tools that need approval in this session, by name (none). */
+  writeTools: z.array(z.string()).default([]),
+  /** A rejected or expired call fails the session (and compensates) instead of telling the model (false). */
+  failOnReject: z.boolean().default(false),
+});
+/** The validated approval policy. */
+export type ApprovalPolicy = z.infer<typeof ApprovalPolicySchema>;
 
 /** Everything a session starts from. Defaults in parentheses. */
 export const SessionInputSchema = z.object({
@@ -38,6 +54,8 @@ export const SessionInputSchema = z.object({
     .default({ initialInterval: '1s', maximumAttempts: 8 }),
   /** How long a model call may go without a heartbeat before Temporal retries it elsewhere (10s). */
   modelHeartbeatTimeout: DurationSchema.default('10s'),
+  /** Approval policy (see ApprovalPolicySchema). */
+  approval: ApprovalPolicySchema.default(ApprovalPolicySchema.parse({})),
   /** Upsert Keel's search attributes (needs them registered on the namespace) (true). */
   searchAttributes: z.boolean().default(true),
 });
@@ -83,18 +101,88 @@ export interface Usage {
 export interface ToolCallRecord {
   toolUseId: string;
   name: string;
-  /** `ok`: the tool ran; `error`: it failed and the model was told; `rejected`: never ran (unknown tool, bad input, not allowed). */
-  outcome: 'ok' | 'error' | 'rejected';
+  /**
+   * `ok`: the tool ran (or its status check confirmed it did); `error`: it failed and the model was told;
+   * `rejected`: never ran (unknown tool, bad input, not approved); `unknown`: it may or may not have happened.
+   */
+  outcome: 'ok' | 'error' | 'rejected' | 'unknown';
+  /** True when an earlier identical call's result was returned without running the tool again. */
+  deduplicated?: boolean;
+  /** Set when the outcome was settled by the tool's status check. */
+  statusChecked?: boolean;
+  /** The approval request this call waited on. */
+  approvalRequestId?: string;
   /** The message the model got when the outcome is not `ok`. */
   error?: string;
   idempotencyKey?: string;
   iteration: number;
 }
 
+/** One undo, as the session records it. */
+export interface CompensationRecord {
+  tool: string;
+  idempotencyKey: string;
+  toolUseId: string;
+  /** `pending`: registered, not (yet) needed; `compensated`: the undo ran; `failed`: the undo failed for good; `discarded`: the call never happened. */
+  status: 'pending' | 'compensated' | 'failed' | 'discarded';
+  error?: string;
+}
+
+/** A tool call waiting for (or decided by) a person. */
+export interface ApprovalRequest {
+  requestId: string;
+  tool: string;
+  risk: string;
+  toolUseId: string;
+  /** The input with personal data and secrets masked. */
+  input: unknown;
+  /** Why it needs approval. */
+  reason: string;
+  /** The requesting user's id. */
+  requestedBy: string;
+  requestedAt: string;
+  expiresAt: string;
+  status: 'pending' | 'approved' | 'rejected' | 'expired';
+  decidedBy?: string;
+  decisionReason?: string;
+  decidedAt?: string;
+}
+
+/** Who decides: an id and the roles their identity provider vouches for. */
+export const ApproverSchema = z.object({ id: z.string().min(1).max(200), roles: z.array(z.string().min(1).max(100)).max(50).default([]) });
+
+/** The payload of the `approval` signal and the `decideApproval` update. */
+export const ApprovalDecisionSchema = z.object({
+  requestId: z.string().min(1).max(200),
+  decision: z.enum(['approve', 'reject']),
+  approver: ApproverSchema,
+  reason: z.string().max(2000).optional(),
+});
+/** A person's decision on one request. */
+export type ApprovalDecision = z.input<typeof ApprovalDecisionSchema>;
+
+/** What happened to a decision: applied, or refused (changing nothing) with the reason. */
+export type ApprovalOutcome =
+  | { accepted: true; requestId: string; decision: 'approve' | 'reject' }
+  | { accepted: false; requestId: string; code: 'unknown_request' | 'already_decided' | 'not_allowed' | 'invalid'; reason: string };
+
+/** Every decision that reached the session, accepted or refused, in order. */
+export interface ApprovalLogEntry {
+  at: string;
+  requestId: string;
+  decision?: string;
+  approver?: string;
+  via: 'signal' | 'update';
+  accepted: boolean;
+  reason?: string;
+}
+
 /** A line of the session's story, for `keel run` to print as it happens. */
 export type SessionEvent =
   | { seq: number; kind: 'model'; iteration: number; text: string; toolUses: string[]; stopReason: string }
-  | { seq: number; kind: 'tool'; iteration: number; name: string; toolUseId: string; outcome: ToolCallRecord['outcome']; detail: string };
+  | { seq: number; kind: 'tool'; iteration: number; name: string; toolUseId: string; outcome: ToolCallRecord['outcome']; detail: string }
+  | { seq: number; kind: 'approval'; iteration: number; requestId: string; name: string; status: ApprovalRequest['status']; detail: string }
+  | { seq: number; kind: 'compensation'; iteration: number; name: string; status: CompensationRecord['status']; detail: string };
 
 /** What the `status` query returns. */
 export interface SessionStatus {
@@ -106,6 +194,12 @@ export interface SessionStatus {
   toolCalls: number;
   /** The most recent events (at most 200); `seq` numbers them from 1 across the session. */
   events: SessionEvent[];
+  /** Approval requests, pending and decided. */
+  approvals: ApprovalRequest[];
+  /** Every decision received, including refused ones. */
+  approvalLog: ApprovalLogEntry[];
+  /** Registered undos and what became of them. */
+  compensations: CompensationRecord[];
 }
 
 /** Why a session stopped. */
@@ -118,10 +212,18 @@ export interface SessionResult {
   iterations: number;
   usage: Usage;
   toolCalls: ToolCallRecord[];
+  /** Undos that ran (when a budget ended the session) or were registered. */
+  compensations: CompensationRecord[];
 }
 
 /** Query: the session's live status. */
 export const statusQuery = defineQuery<SessionStatus>('status');
+/** Query: the tool calls waiting for a person. */
+export const pendingApprovalsQuery = defineQuery<ApprovalRequest[]>('pendingApprovals');
+/** Signal: a person's decision on an approval request (fire and forget; a refused one is recorded). */
+export const approvalSignal = defineSignal<[ApprovalDecision]>('approval');
+/** Update: the same decision, answering at once whether it was accepted. */
+export const decideApprovalUpdate = defineUpdate<ApprovalOutcome, [ApprovalDecision]>('decideApproval');
 
 /** Input of the `callModel` activity. */
 export interface CallModelInput {
@@ -149,6 +251,11 @@ export interface ToolActivityInput {
   toolUseId: string;
   session: { workflowId: string; userId: string; roles: string[] };
 }
+/** Input of a tool's status-check and compensation activities (`<tool>.status`, `<tool>.compensate`). */
+export type ToolFollowUpInput = ToolActivityInput;
+/** Output of a status-check activity. */
+export type StatusCheckOutput = { applied: true; content: string } | { applied: false };
+
 /** Output of every tool activity: the result as JSON text for the model, capped in size. */
 export interface ToolActivityOutput {
   content: string;
@@ -170,4 +277,8 @@ export const FailureTypes = {
   CriticalToolFailed: 'CriticalToolFailed',
   /** The session's input failed validation. */
   InvalidSessionInput: 'InvalidSessionInput',
+  /** A step of a tool chain failed; its compensations ran. */
+  ChainStepFailed: 'ChainStepFailed',
+  /** A person rejected (or did not decide) a call whose session fails on rejection. */
+  ApprovalRefused: 'ApprovalRefused',
 } as const;

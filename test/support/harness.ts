@@ -100,3 +100,25 @@ export async function historyEvents(h: Harness, sessionId: string) {
   const history = await h.client.session(sessionId).fetchHistory();
   return history.events ?? [];
 }
+
+/** An approver allowed to decide on irreversible calls under the default policy. */
+export const APPROVER = { id: 'manager-1', roles: ['approver'] };
+
+/**
+ * Approves every request the session raises until it closes, as a person watching `keel approvals`
+ * would. Returns the ids it approved.
+ */
+export async function approveUntilDone(client: KeelClient, sessionId: string, approver = APPROVER): Promise<string[]> {
+  const approved: string[] = [];
+  const handle = client.session(sessionId);
+  for (;;) {
+    const desc = await handle.describe();
+    if (desc.status.name !== 'RUNNING') return approved;
+    const pending = await client.pendingApprovals(sessionId).catch(() => []);
+    for (const p of pending) {
+      const outcome = await client.decide(sessionId, { requestId: p.requestId, decision: 'approve', approver, reason: 'ok' });
+      if (outcome.accepted) approved.push(p.requestId);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -5,20 +5,24 @@
  * `ToolError` the model can read. A 5xx answer or a network failure is transient: a plain error the
  * tier's retry policy handles.
  */
-import { ToolError, type ToolContext } from '../define.js';
+import { ToolError, type StatusCheckResult, type ToolContext } from '../define.js';
 
-/** Calls the downstream and returns its JSON body. */
+/**
+ * Calls the downstream and returns its JSON body. Writes carry `ctx.idempotencyKey` unless
+ * `opts.idempotencyKey` says otherwise (an undo must not reuse its original call's key).
+ */
 export async function downstream<T = unknown>(
   ctx: ToolContext,
   method: 'GET' | 'POST',
   path: string,
   body?: unknown,
+  opts: { idempotencyKey?: string } = {},
 ): Promise<T> {
   const base = ctx.env.KEEL_DEMO_URL;
   if (!base) throw new ToolError('this tool is not configured: KEEL_DEMO_URL is not set on the worker');
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  if (method !== 'GET') headers['idempotency-key'] = ctx.idempotencyKey;
+  if (method !== 'GET') headers['idempotency-key'] = opts.idempotencyKey ?? ctx.idempotencyKey;
   const res = await fetch(new URL(path, base), {
     method,
     headers,
@@ -33,4 +37,18 @@ export async function downstream<T = unknown>(
     throw new ToolError(`${method} ${path} was refused (${res.status}): ${message}`);
   }
   throw new Error(`${method} ${path} failed (${res.status}): ${message}`);
+}
+
+/** Records a status check or compensation can find by the original call's idempotency key. */
+export async function findByKey<T>(ctx: ToolContext, collection: string): Promise<T[]> {
+  const found = await downstream<Record<string, T[]>>(ctx, 'GET', `/${collection}?idempotency_key=${encodeURIComponent(ctx.idempotencyKey)}`);
+  return found[collection] ?? [];
+}
+
+/** A status check that looks the call up by its idempotency key in one collection. */
+export function statusByKey(collection: string) {
+  return async (_input: unknown, ctx: ToolContext): Promise<StatusCheckResult> => {
+    const [first] = await findByKey<unknown>(ctx, collection);
+    return first === undefined ? { applied: false } : { applied: true, result: first };
+  };
 }

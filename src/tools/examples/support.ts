@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { defineTool } from '../define.js';
-import { downstream } from './downstream.js';
+import { downstream, findByKey, statusByKey } from './downstream.js';
 
 const OrderId = z.string().regex(/^ord_\w+$/).describe('Order id, e.g. ord_1001');
 const CustomerId = z.string().regex(/^cust_\w+$/).describe('Customer id, e.g. cust_001');
@@ -61,6 +61,15 @@ export const createTicket = defineTool({
   risk: 'write',
   idempotentDownstream: true,
   run: (input, ctx) => downstream(ctx, 'POST', '/tickets', input),
+  statusCheck: statusByKey('tickets'),
+  // Closing is idempotent downstream; nothing found by the key means nothing to undo.
+  compensate: async (_input, ctx) => {
+    const tickets = await findByKey<{ id: string }>(ctx, 'tickets');
+    for (const t of tickets) {
+      await downstream(ctx, 'POST', `/tickets/${t.id}/close`, { reason: 'compensated: session did not complete' }, { idempotencyKey: `${ctx.idempotencyKey}:undo:${t.id}` });
+    }
+    return { closed: tickets.map((t) => t.id) };
+  },
 });
 
 /** Applies an account credit. Undone by revoking it. */
@@ -71,6 +80,14 @@ export const applyCredit = defineTool({
   risk: 'write',
   idempotentDownstream: true,
   run: (input, ctx) => downstream(ctx, 'POST', '/credits', input),
+  statusCheck: statusByKey('credits'),
+  compensate: async (_input, ctx) => {
+    const credits = await findByKey<{ id: string }>(ctx, 'credits');
+    for (const c of credits) {
+      await downstream(ctx, 'POST', `/credits/${c.id}/revoke`, {}, { idempotencyKey: `${ctx.idempotencyKey}:undo:${c.id}` });
+    }
+    return { revoked: credits.map((c) => c.id) };
+  },
 });
 
 /** Refunds money to the customer's card. Cannot be undone. */
@@ -81,6 +98,7 @@ export const issueRefund = defineTool({
   input: z.object({ order_id: OrderId, amount_cents: Cents, reason: z.string().min(3).max(500) }),
   risk: 'irreversible',
   run: (input, ctx) => downstream(ctx, 'POST', '/refunds', input),
+  statusCheck: statusByKey('refunds'),
 });
 
 /** Sends an email to the customer. Cannot be unsent. */
@@ -94,6 +112,7 @@ export const sendEmail = defineTool({
   }),
   risk: 'irreversible',
   run: (input, ctx) => downstream(ctx, 'POST', '/emails', input),
+  statusCheck: statusByKey('emails'),
 });
 
 /** Changes a customer's billing plan. Privileged. */
