@@ -25,6 +25,20 @@ export default tseslint.config(
     rules: { 'no-console': 'error' },
   },
   {
+    // Tool modules are bundled into workflow code (the workflow reads their schemas and policies), so
+    // they must be importable in the sandbox: no Node built-ins or I/O packages at the top level.
+    files: ['src/tools/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: nodeBuiltins.map((name) => ({ name, message: 'Tool modules are bundled into workflows: no Node built-ins; use ctx and fetch.' })),
+          patterns: [{ group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity', 'pino', 'better-sqlite3', 'pg'], message: 'Tool modules are bundled into workflows: no I/O packages at the top level.' }],
+        },
+      ],
+    },
+  },
+  {
     files: ['src/workflows/**/*.ts'],
     rules: {
       'no-restricted-imports': [

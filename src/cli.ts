@@ -275,8 +275,9 @@ async function cmdDecide(args: string[], decision: 'approve' | 'reject'): Promis
       out.result(outcome, `${decision === 'approve' ? 'approved' : 'rejected'} ${requestId} in ${sessionId}`);
       return 0;
     }
-    out.result(outcome, `not accepted (${outcome.code}): ${outcome.reason}`);
-    if (!out.json) process.stderr.write(`keel: ${outcome.reason}\n`);
+    // Refused: the one-line reason on stderr (and the outcome as JSON on stdout with --json).
+    if (out.json) out.result(outcome, '');
+    process.stderr.write(`keel: not accepted (${outcome.code}): ${outcome.reason}\n`);
     return 2;
   });
 }

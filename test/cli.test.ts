@@ -82,3 +82,26 @@ describe('driving sessions', () => {
     expect(JSON.parse(run.stdout)).toMatchObject({ status: 'failed', error: expect.stringMatching(/model API 400 error/) });
   }, 60_000);
 });
+
+describe('keel demo', () => {
+  it('runs the demo session on the embedded defaults and ends with its answer (approvals given with --approve-as)', async () => {
+    // Reuses the shared test server (TEMPORAL_ADDRESS); starts its own scripted model, demo services and worker.
+    const { ANTHROPIC_BASE_URL: _model, KEEL_DEMO_URL: _demo, ...env } = h.env;
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), 'demo', '--json', '--approve-as', 'manager-1'], {
+      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'ANTHROPIC_BASE_URL' && k !== 'KEEL_DEMO_URL')), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, stderr).toBe(0);
+    const doc = JSON.parse(stdout) as { status: string; answer: string; toolCalls: Array<{ name: string; approvalRequestId?: string }> };
+    expect(doc.status).toBe('completed');
+    expect(doc.answer).toMatch(/^Done: I refunded the full 129.00 USD/);
+    expect(doc.toolCalls.filter((t) => t.approvalRequestId).map((t) => t.name)).toEqual(['issue_refund', 'send_email']);
+    expect(stderr).toMatch(/model: scripted Messages API at http:\/\/127\.0\.0\.1:\d+/);
+    expect(stderr).toMatch(/issue_refund approval issue_refund-1: APPROVED/);
+  }, 90_000);
+});

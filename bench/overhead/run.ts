@@ -13,25 +13,27 @@
  * to stdout. Run: `npx tsx bench/overhead/run.ts [--steps N] [--sessions M] [--json]`.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Anthropic from '@anthropic-ai/sdk';
-import { KeelClient } from '../../src/client.js';
-import { loadConfig } from '../../src/config.js';
-import { startDemoServices, type DemoServices } from '../../src/demo/index.js';
-import { resolveTemporalCli, startDevServer, type DevServer } from '../../src/devserver/index.js';
-import { createLogger } from '../../src/logging.js';
-import { startScriptedModel, type Scenario, type ScenarioTurn, type ScriptedModelServer } from '../../src/scripted/index.js';
+import type { KeelClient } from '../../src/client.js';
+import type { Scenario, ScenarioTurn } from '../../src/scripted/index.js';
 import { toModelTool, toolRegistry, type Tool, type ToolContext, type ToolLogger } from '../../src/tools/index.js';
-import { createKeelWorker, type KeelWorker } from '../../src/worker.js';
 import { DEFAULT_SYSTEM_PROMPT } from '../../src/workflows/agentSession.js';
 import { idempotencyKey } from '../../src/workflows/keys.js';
+import {
+  eventTimeMs,
+  machineFacts,
+  machineLine,
+  mean,
+  percentile,
+  progress,
+  renderTable,
+  round,
+  startBenchStack,
+  type BenchStack,
+  type HistoryEvent,
+} from '../support.js';
 
-/** Repository root (the Temporal CLI cache lives in its `.keel/`). */
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The two read tools the steps alternate between, with inputs the demo services know. */
 const STEP_TOOLS = [
   { name: 'get_order', input: { order_id: 'ord_1001' }, contains: '"id":"ord_1001"' },
@@ -70,10 +72,6 @@ interface Args {
   sessions: number;
   json: boolean;
 }
-
-const progress = (msg: string): void => {
-  process.stderr.write(`[bench] ${msg}\n`);
-};
 
 function usage(reason: string): never {
   process.stderr.write(`bench/overhead: ${reason}\nusage: npx tsx bench/overhead/run.ts [--steps N (10)] [--sessions M (5)] [--json]\n`);
@@ -250,8 +248,6 @@ interface Breakdown {
   workflowTaskRun: number;
 }
 
-type HistoryEvent = NonNullable<Awaited<ReturnType<ReturnType<KeelClient['session']>['fetchHistory']>>['events']>[number];
-
 /**
  * Splits the step window [first callModel scheduled, last callModel scheduled) of one history into queue
  * waits and run times of activities and workflow tasks, per step. Intervals are attributed by the time they
@@ -283,25 +279,6 @@ function breakdownOf(events: HistoryEvent[], from: number, to: number, steps: nu
   return b;
 }
 
-/**
- * A history event's time in ms with sub-millisecond precision (the SDK's `tsToMs` floors to whole ms, too
- * coarse for steps of a few ms).
- */
-function eventTimeMs(ts: { seconds?: { toNumber(): number } | null; nanos?: number | null } | null | undefined): number {
-  if (!ts) throw new Error('history event without eventTime');
-  return (ts.seconds?.toNumber() ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6;
-}
-
-/** Nearest-rank percentile of unsorted samples. */
-function percentile(samples: number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] ?? Number.NaN;
-}
-
-const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
-const round = (x: number, digits = 2): number => Number(x.toFixed(digits));
-
 function summarize(mode: string, steps: number, s: ModeSamples): ModeSummary {
   return {
     mode,
@@ -325,10 +302,7 @@ function table(rows: ModeSummary[]): string {
     r.meanSessionMs.toFixed(1),
     r.meanSessionMsPerStep.toFixed(2),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  const line = (c: string[]): string => `| ${c.map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join(' | ')} |`;
-  const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
-  return [line(header), sep, ...cells.map(line)].join('\n');
+  return renderTable(header, cells);
 }
 
 async function main(): Promise<void> {
@@ -336,46 +310,12 @@ async function main(): Promise<void> {
   const { steps, sessions } = args;
   const scenario = benchScenario(steps);
   const modelName = `scripted/${scenario.name}`;
-  const machine = {
-    cores: os.cpus().length,
-    cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    loadavg1m: round(os.loadavg()[0] ?? 0),
-  };
+  const machine = machineFacts();
 
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'keel-bench-'));
-  let model: ScriptedModelServer | undefined;
-  let demo: DemoServices | undefined;
-  let server: DevServer | undefined;
-  let keelWorker: KeelWorker | undefined;
-  let client: KeelClient | undefined;
+  let stack: BenchStack | undefined;
   try {
-    // Scripted model with the in-memory scenario only (no files), demo services with an in-memory ledger.
-    model = await startScriptedModel({ scenarioDirs: [], scenarios: [scenario] });
-    demo = await startDemoServices();
-    progress(`scripted model at ${model.url}, demo services at ${demo.url}`);
-
-    const cli = await resolveTemporalCli({ dataDir: path.join(ROOT, '.keel'), log: progress });
-    server = await startDevServer({ cliPath: cli.path, port: 0, uiPort: null, dataDir: path.join(tmp, 'temporal'), log: progress });
-
-    const env: Record<string, string> = {
-      TEMPORAL_ADDRESS: server.address,
-      KEEL_TASK_QUEUE: `bench-overhead-${randomUUID().slice(0, 8)}`,
-      ANTHROPIC_BASE_URL: model.url,
-      KEEL_DEMO_URL: demo.url,
-      KEEL_DATA_DIR: tmp,
-      KEEL_LOG_LEVEL: 'warn',
-    };
-    const config = loadConfig(env);
-    const logFile = path.join(tmp, 'worker.log');
-    progress(`bundling workflows and creating the worker (not timed); worker log: ${logFile}`);
-    keelWorker = await createKeelWorker({
-      config,
-      toolEnv: { KEEL_DEMO_URL: demo.url },
-      logger: createLogger({ level: 'warn', file: logFile }),
-    });
-    client = await KeelClient.connect(config);
+    stack = await startBenchStack({ scenarios: [scenario], taskQueuePrefix: 'bench-overhead' });
+    const { model, demo, client, keelWorker } = stack;
     // The same client settings as Keel's callModel activity: one client, no SDK retries.
     const anthropic = new Anthropic({ apiKey: 'scripted', baseURL: model.url, maxRetries: 0, timeout: 120_000 });
 
@@ -436,7 +376,7 @@ async function main(): Promise<void> {
     } else {
       const out = [
         `Keel overhead benchmark: ${sessions} sessions x ${steps} steps each way (+1 warm-up each, not counted)`,
-        `machine: ${machine.cores} cores (${machine.cpu}), node ${machine.node}, ${machine.platform}, load avg ${machine.loadavg1m}`,
+        machineLine(machine),
         '',
         table(rows),
         '',
@@ -454,22 +394,7 @@ async function main(): Promise<void> {
       process.stdout.write(`${out.join('\n')}\n`);
     }
   } finally {
-    // Reverse order of start-up; each step is guarded so one failure does not leak the rest.
-    const closers: Array<[string, () => Promise<void> | undefined]> = [
-      ['client', () => client?.close()],
-      ['worker', () => keelWorker?.close()],
-      ['temporal dev server', () => server?.stop()],
-      ['scripted model', () => model?.close()],
-      ['demo services', () => demo?.close()],
-      ['tmp dir', () => rm(tmp, { recursive: true, force: true })],
-    ];
-    for (const [what, stop] of closers) {
-      try {
-        await stop();
-      } catch (err) {
-        progress(`cleanup: closing ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    }
+    await stack?.close();
   }
 }
 

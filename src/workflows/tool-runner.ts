@@ -255,7 +255,7 @@ export class ToolRunner {
     record.approvalRequestId = request.requestId;
     this.o.onEvent({ kind: 'approval', iteration: call.iteration, requestId: request.requestId, name: tool.name, status: 'pending', detail: request.reason });
     this.o.onChange();
-    const decided = await condition(() => request.status !== 'pending', timeout as TemporalDuration);
+    const decided = await condition(() => request.status !== 'pending', timeout as TemporalDuration, { summary: `approval ${request.requestId}` });
     if (!decided) {
       request.status = 'expired';
       request.decidedAt = new Date(Date.now()).toISOString();
@@ -334,7 +334,7 @@ export class ToolRunner {
       },
       // A cancelled side effect must have stopped before its undo runs.
       cancellationType: tool.risk === 'read' ? ActivityCancellationType.TRY_CANCEL : ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-      summary: `${tool.name} (${tool.policy.risk})`,
+      summary: `${tool.policy.risk}${tool.criticality === 'optional' ? ', optional' : ''}`,
     })[tool.name]!;
   }
 

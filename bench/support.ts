@@ -1,0 +1,160 @@
+/**
+ * Shared by the benchmarks under `bench/`: starting and stopping the stack a benchmark runs against (the
+ * scripted model with in-memory scenarios, the demo services with an in-memory ledger, a headless
+ * Temporal dev server on a free port, one in-process Keel worker and a `KeelClient`), reading history
+ * event times, and the small statistics and table helpers the reports use. Human progress goes to stderr.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KeelClient } from '../src/client.js';
+import { loadConfig, type KeelConfig } from '../src/config.js';
+import { startDemoServices, type DemoServices } from '../src/demo/index.js';
+import { resolveTemporalCli, startDevServer, type DevServer } from '../src/devserver/index.js';
+import { createLogger } from '../src/logging.js';
+import { startScriptedModel, type Scenario, type ScriptedModelServer } from '../src/scripted/index.js';
+import { createKeelWorker, type KeelWorker, type KeelWorkerOptions } from '../src/worker.js';
+
+/** Repository root (the Temporal CLI cache lives in its `.keel/`). */
+export const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+/** Writes one progress line to stderr. */
+export const progress = (msg: string): void => {
+  process.stderr.write(`[bench] ${msg}\n`);
+};
+
+/** What a benchmark runs against; `close()` stops all of it. */
+export interface BenchStack {
+  model: ScriptedModelServer;
+  demo: DemoServices;
+  server: DevServer;
+  keelWorker: KeelWorker;
+  client: KeelClient;
+  config: KeelConfig;
+  /** Temporary directory (dev server SQLite file and log, worker log); removed by `close()`. */
+  tmp: string;
+  /** Stops everything in reverse order of start-up; each step is guarded so one failure does not leak the rest. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link startBenchStack}. */
+export interface BenchStackOptions {
+  /** In-memory scenarios for the scripted model (no scenario files are read). */
+  scenarios: Scenario[];
+  /** Prefix of the (random) task queue name, e.g. `bench-overhead`. */
+  taskQueuePrefix: string;
+  /** Extra worker options (e.g. `maxCachedWorkflows`). */
+  worker?: KeelWorkerOptions['worker'];
+}
+
+/**
+ * Starts the scripted model, the demo services, a dev server and a worker (created, not running: call
+ * `keelWorker.worker.runUntil(...)`), and connects a client. Creating the worker bundles the workflows.
+ */
+export async function startBenchStack(opts: BenchStackOptions): Promise<BenchStack> {
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'keel-bench-'));
+  const closers: Array<[string, () => Promise<void> | undefined]> = [['tmp dir', () => rm(tmp, { recursive: true, force: true })]];
+  const close = async (): Promise<void> => {
+    for (const [what, stop] of closers.splice(0).reverse()) {
+      try {
+        await stop();
+      } catch (err) {
+        progress(`cleanup: closing ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  };
+  try {
+    // Scripted model with the in-memory scenarios only (no files), demo services with an in-memory ledger.
+    const model = await startScriptedModel({ scenarioDirs: [], scenarios: opts.scenarios });
+    closers.push(['scripted model', () => model.close()]);
+    const demo = await startDemoServices();
+    closers.push(['demo services', () => demo.close()]);
+    progress(`scripted model at ${model.url}, demo services at ${demo.url}`);
+
+    const cli = await resolveTemporalCli({ dataDir: path.join(ROOT, '.keel'), log: progress });
+    const server = await startDevServer({ cliPath: cli.path, port: 0, uiPort: null, dataDir: path.join(tmp, 'temporal'), log: progress });
+    closers.push(['temporal dev server', () => server.stop()]);
+
+    const config = loadConfig({
+      TEMPORAL_ADDRESS: server.address,
+      KEEL_TASK_QUEUE: `${opts.taskQueuePrefix}-${randomUUID().slice(0, 8)}`,
+      ANTHROPIC_BASE_URL: model.url,
+      KEEL_DEMO_URL: demo.url,
+      KEEL_DATA_DIR: tmp,
+      KEEL_LOG_LEVEL: 'warn',
+    });
+    const logFile = path.join(tmp, 'worker.log');
+    progress(`bundling workflows and creating the worker (not timed); worker log: ${logFile}`);
+    const keelWorker = await createKeelWorker({
+      config,
+      toolEnv: { KEEL_DEMO_URL: demo.url },
+      logger: createLogger({ level: 'warn', file: logFile }),
+      ...(opts.worker ? { worker: opts.worker } : {}),
+    });
+    closers.push(['worker', () => keelWorker.close()]);
+    const client = await KeelClient.connect(config);
+    closers.push(['client', () => client.close()]);
+    return { model, demo, server, keelWorker, client, config, tmp, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** The machine a run happened on, printed in every report header. */
+export interface MachineFacts {
+  cores: number;
+  cpu: string;
+  memGiB: number;
+  node: string;
+  platform: string;
+  loadavg1m: number;
+}
+
+export function machineFacts(): MachineFacts {
+  return {
+    cores: os.cpus().length,
+    cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
+    memGiB: round(os.totalmem() / 2 ** 30, 1),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    loadavg1m: round(os.loadavg()[0] ?? 0),
+  };
+}
+
+/** One line describing the machine. */
+export function machineLine(m: MachineFacts): string {
+  return `machine: ${m.cores} cores (${m.cpu}), ${m.memGiB} GiB RAM, node ${m.node}, ${m.platform}, load avg ${m.loadavg1m}`;
+}
+
+/** One event of a workflow history, as `fetchHistory()` returns it. */
+export type HistoryEvent = NonNullable<Awaited<ReturnType<ReturnType<KeelClient['session']>['fetchHistory']>>['events']>[number];
+
+/**
+ * A history event's time in ms since the epoch with sub-millisecond precision (the SDK's `tsToMs` floors
+ * to whole ms, too coarse for steps of a few ms).
+ */
+export function eventTimeMs(ts: { seconds?: { toNumber(): number } | null; nanos?: number | null } | null | undefined): number {
+  if (!ts) throw new Error('history event without eventTime');
+  return (ts.seconds?.toNumber() ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6;
+}
+
+/** Nearest-rank percentile of unsorted samples. */
+export function percentile(samples: number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] ?? Number.NaN;
+}
+
+export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
+export const round = (x: number, digits = 2): number => Number(x.toFixed(digits));
+
+/** A Markdown table: first column left-aligned, the others right-aligned. */
+export function renderTable(header: string[], cells: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]): string => `| ${c.map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join(' | ')} |`;
+  const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+  return [line(header), sep, ...cells.map(line)].join('\n');
+}
