@@ -186,10 +186,24 @@ async function cmdStatus(args: string[]): Promise<number> {
   const out = output(values.json ?? false);
   return withClient(async (client) => {
     const desc = await client.session(id).describe();
-    const status = await client.status(id);
+    const status = await client.status(id).catch((err: Error) => {
+      // A query needs a worker; a closed session without one still has its result in history.
+      if (desc.status.name === 'RUNNING') throw err;
+      return undefined;
+    });
+    if (!status) {
+      const result = await client.result(id).then(
+        (r) => ({ answer: r.answer, stopReason: r.stopReason, toolCalls: r.toolCalls.length }),
+        (err: unknown) => ({ error: failureMessage(err) }),
+      );
+      out.result({ sessionId: id, workflowStatus: desc.status.name, ...result }, `${id}: ${desc.status.name}\n${JSON.stringify(result)}\n(no worker answered the status query; start one for live details)`);
+      return 0;
+    }
     out.result(
       { sessionId: id, workflowStatus: desc.status.name, ...status },
-      `${id}: ${desc.status.name} — ${status.step}\nturns: ${status.iteration} · tool calls: ${status.toolCalls} · tokens: ${status.usage.input_tokens} in / ${status.usage.output_tokens} out`,
+      `${id}: ${desc.status.name} — ${status.step}\nturns: ${status.iteration} · tool calls: ${status.toolCalls} · tokens: ${status.usage.input_tokens} in / ${status.usage.output_tokens} out` +
+        (status.approvals.length ? `\napprovals: ${status.approvals.map((a) => `${a.requestId} ${a.status}`).join(', ')}` : '') +
+        (status.compensations.length ? `\nundos: ${status.compensations.map((c) => `${c.tool} ${c.status}`).join(', ')}` : ''),
     );
     return 0;
   });

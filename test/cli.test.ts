@@ -71,6 +71,11 @@ describe('driving sessions', () => {
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout)).toMatchObject({ sessionId: doc.sessionId, workflowStatus: 'COMPLETED', state: 'completed', toolCalls: 3 });
 
+    // With no worker to answer the query, status still reports the closed session from its history.
+    const offline = await keel(['status', '--json', doc.sessionId]);
+    expect(offline.code).toBe(0);
+    expect(JSON.parse(offline.stdout)).toMatchObject({ workflowStatus: 'COMPLETED', answer: 'Order ord_1001 totals 129.00 USD.', toolCalls: 3 });
+
     const replay = await keel(['replay', '--json', doc.sessionId], { KEEL_WORKFLOW_BUNDLE: '' });
     expect(replay.code).toBe(0);
     expect(JSON.parse(replay.stdout)).toMatchObject({ workflowId: doc.sessionId, deterministic: true });

@@ -19,6 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { demoClient } from '../../src/demo/index.js';
 import type { KeelClient } from '../../src/client.js';
 import type { Scenario } from '../../src/scripted/index.js';
@@ -199,6 +200,19 @@ async function snapshot(stack: BenchStack): Promise<Snapshot> {
   };
 }
 
+/** performance.now() when the worker began executing each session's first issue_refund attempt, by workflow ID. */
+const toolStartedAt = new Map<string, number>();
+/** Records the tool start on the worker side, before the tool's own code runs. */
+const toolStartRecorder: ActivityInterceptorsFactory = (ctx) => ({
+  inbound: {
+    execute(input, next) {
+      const { activityType, workflowExecution, attempt } = ctx.info;
+      if (activityType === TOOL && attempt === 1 && workflowExecution) toolStartedAt.set(workflowExecution.workflowId, performance.now());
+      return next(input);
+    },
+  },
+});
+
 const decision: ApprovalDecision = { requestId: REQUEST_ID, decision: 'approve', approver: APPROVER, reason: 'benchmark' };
 
 /** Sends the approval one way; resolves when the client call returns. */
@@ -230,7 +244,9 @@ interface Sample {
   decisionRecordedMs: number;
   /** ActivityTaskScheduled of issue_refund: the workflow task that applied the decision completed. */
   toolScheduledMs: number;
-  /** ActivityTaskStarted of issue_refund (first attempt): the worker took the activity task. THE tool start. */
+  /** ActivityTaskStarted of issue_refund (server time): the server handed the activity task to the worker. */
+  activityStartedMs: number;
+  /** The worker began executing the issue_refund activity (an inbound activity interceptor, this process's clock). THE tool start. */
   toolStartedMs: number;
   /** The demo ledger's refund row was written (created_at, ms resolution): the side effect happened. */
   refundWrittenMs: number;
@@ -255,6 +271,7 @@ interface LatencyRow {
   callReturned: { p50: number; p95: number };
   decisionRecorded: { p50: number; p95: number };
   toolScheduled: { p50: number; p95: number };
+  activityStarted: { p50: number; p95: number };
   toolStarted: { p50: number; p95: number };
   refundWritten: { p50: number; p95: number };
 }
@@ -271,6 +288,7 @@ function latencyRow(via: Via, samples: Sample[]): LatencyRow {
     callReturned: pp((s) => s.callReturnedMs),
     decisionRecorded: pp((s) => s.decisionRecordedMs),
     toolScheduled: pp((s) => s.toolScheduledMs),
+    activityStarted: pp((s) => s.activityStartedMs),
     toolStarted: pp((s) => s.toolStartedMs),
     refundWritten: pp((s) => s.refundWrittenMs),
   };
@@ -302,8 +320,17 @@ function render(r: Report): string {
   );
   const pair = (x: { p50: number; p95: number }): string => `${x.p50.toFixed(1)} / ${x.p95.toFixed(1)}`;
   const latTable = renderTable(
-    ['decision via', 'samples', 'call returned', 'decision in history', 'tool scheduled', 'tool started', 'refund written'],
-    r.latencyMs.map((l) => [l.via, String(l.samples), pair(l.callReturned), pair(l.decisionRecorded), pair(l.toolScheduled), pair(l.toolStarted), pair(l.refundWritten)]),
+    ['decision via', 'samples', 'call returned', 'decision in history', 'activity scheduled', 'activity started', 'tool started', 'refund written'],
+    r.latencyMs.map((l) => [
+      l.via,
+      String(l.samples),
+      pair(l.callReturned),
+      pair(l.decisionRecorded),
+      pair(l.toolScheduled),
+      pair(l.activityStarted),
+      pair(l.toolStarted),
+      pair(l.refundWritten),
+    ]),
   );
   const main = r.latencyMs.map((l) => `${l.via} p50 ${l.toolStarted.p50.toFixed(1)} ms, p95 ${l.toolStarted.p95.toFixed(1)} ms`).join('; ');
   return [
@@ -325,10 +352,11 @@ function render(r: Report): string {
     'Approval → tool, ms after the decision was sent (p50 / p95), sequential, one session at a time:',
     latTable,
     '',
-    `approval → tool start (ActivityTaskStarted of ${TOOL}): ${main}`,
-    'call returned: update = the workflow accepted and ran the update handler; signal = the server stored the signal.',
-    `decision in history / tool scheduled / tool started: server event times (WorkflowExecutionUpdateAccepted or WorkflowExecutionSignaled; ActivityTaskScheduled; ActivityTaskStarted).`,
-    `refund written: the demo ledger row's created_at (ms resolution), i.e. the tool's HTTP call reached the downstream.`,
+    `approval → tool start: ${main}`,
+    `  tool start = the worker began executing the ${TOOL} activity (inbound activity interceptor), measured on this process's clock from just before the decision was sent.`,
+    'call returned: update = the update completed (the workflow accepted it and ran the handler); signal = the server stored the signal.',
+    `decision in history / activity scheduled / activity started: server event times (WorkflowExecutionUpdateAccepted or WorkflowExecutionSignaled; ActivityTaskScheduled, ActivityTaskStarted of ${TOOL}).`,
+    `refund written: the demo ledger row's created_at (ms resolution): the tool's HTTP call reached the downstream.`,
     `drain: approving the other ${r.params.sessions - 2 * r.params.samplesPerPath} sessions and waiting for all took ${r.drainSeconds.toFixed(1)} s; ${r.refundsInLedger} refunds in the ledger (${r.params.sessions} + ${r.params.warmupSessions} warm-up), each key once.`,
     'Timings and RSS on this shared machine are noisy; compare within one run, not across runs or machines.',
   ].join('\n');
@@ -347,7 +375,10 @@ async function main(): Promise<void> {
     stack = await startBenchStack({
       scenarios: [scenario],
       taskQueuePrefix: 'bench-approvals',
-      ...(args.maxCached !== undefined ? { worker: { maxCachedWorkflows: args.maxCached } } : {}),
+      worker: {
+        interceptors: { activity: [toolStartRecorder] },
+        ...(args.maxCached !== undefined ? { maxCachedWorkflows: args.maxCached } : {}),
+      },
     });
     const s = stack;
     const { client } = s;
@@ -417,13 +448,16 @@ async function main(): Promise<void> {
         const callReturnedMs = performance.now() - p0;
         const key = checkResult(id, await client.result(id));
         const h = historyTimes((await client.session(id).fetchHistory()).events ?? [], via);
+        const toolAt = toolStartedAt.get(id);
+        if (toolAt === undefined) throw new Error(`the worker never recorded ${TOOL} starting for ${id}`);
         taken.push({
           via,
           sessionId: id,
           callReturnedMs,
           decisionRecordedMs: h.decision - t0,
           toolScheduledMs: h.scheduled - t0,
-          toolStartedMs: h.started - t0,
+          activityStartedMs: h.started - t0,
+          toolStartedMs: toolAt - p0,
           refundWrittenMs: Number.NaN,
           idempotencyKey: key,
           t0,

@@ -161,7 +161,7 @@ export async function agentSession(args: SessionInputArgs): Promise<SessionResul
         stopReason = reply.stopReason;
         break;
       }
-      for (const t of toolUses) if (toolRegistry.has(t.name)) toolsUsed.add(t.name);
+      for (const t of toolUses) if (tools.some((tool) => tool.name === t.name)) toolsUsed.add(t.name);
       setStep(`running ${toolUses.map((t) => t.name).join(', ')}`);
       // Independent tool calls of one model turn run in parallel; results keep the model's order.
       const results = await Promise.all(
