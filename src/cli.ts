@@ -6,6 +6,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { KeelClient, SessionInputError, failureMessage, followSession } from './client.js';
 import { ConfigError, DEFAULT_SCRIPTED_MODEL, dataDir, loadConfig } from './config.js';
 import { startDemoServices } from './demo/index.js';
@@ -261,13 +262,14 @@ async function cmdApprovals(args: string[]): Promise<number> {
   const { values } = parse(args, {}, false);
   const out = output(values.json ?? false);
   return withClient(async (client) => {
-    const pending = await client.listPendingApprovals();
-    const human = pending.length
-      ? pending
-          .map((p) => `${p.sessionId}  ${p.requestId}  ${p.tool} (${p.risk})  requested by ${p.requestedBy}, expires ${p.expiresAt}\n    input: ${JSON.stringify(p.input)}\n    why: ${p.reason}`)
-          .join('\n')
-      : 'no pending approvals';
-    out.result({ pending }, human);
+    const listing = await client.listPendingApprovals();
+    const lines = listing.pending.map(
+      (p) => `${p.sessionId}  ${p.requestId}  ${p.tool} (${p.risk})  requested by ${p.requestedBy}, expires ${p.expiresAt}\n    input: ${JSON.stringify(p.input)}\n    why: ${p.reason}`,
+    );
+    if (listing.unavailable.length) {
+      lines.push(`${listing.unavailable.length} session(s) waiting for approval did not answer (is a worker running?): ${listing.unavailable.map((u) => u.sessionId).join(', ')}`);
+    }
+    out.result(listing, lines.length ? lines.join('\n') : 'no pending approvals');
     return 0;
   });
 }
@@ -279,6 +281,8 @@ async function cmdDecide(args: string[], decision: 'approve' | 'reject'): Promis
   if (!values.as) throw new UsageError(`keel ${decision} needs --as <approver>: who is deciding`);
   const out = output(values.json ?? false);
   return withClient(async (client) => {
+    const state = (await client.session(sessionId).describe()).status.name;
+    if (state !== 'RUNNING') throw new UsageError(`session ${sessionId} is ${state.toLowerCase()}; there is nothing to decide`);
     const outcome = await client.decide(sessionId, {
       requestId,
       decision,
@@ -403,6 +407,10 @@ export async function main(argv: string[]): Promise<number> {
     if (!run) throw new UsageError(`unknown command '${command}' (try: ${Object.keys(COMMANDS).join(', ')})`);
     return await run(args);
   } catch (err) {
+    if (err instanceof WorkflowNotFoundError) {
+      process.stderr.write(`keel: no session '${err.workflowId}' in namespace ${loadConfig().TEMPORAL_NAMESPACE}\n`);
+      return 2;
+    }
     if (err instanceof UsageError || err instanceof ConfigError || err instanceof TemporalCliNotFoundError) {
       process.stderr.write(`keel: ${err.message}\n`);
       return 2;

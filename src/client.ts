@@ -22,6 +22,12 @@ import {
 import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
 import type { agentSession, toolChain } from './workflows/index.js';
 
+/** Pending approvals across sessions; sessions that did not answer (no worker) are listed apart. */
+export interface PendingApprovalListing {
+  pending: Array<ApprovalRequest & { sessionId: string }>;
+  unavailable: Array<{ sessionId: string; error: string }>;
+}
+
 /** The session input was invalid; the message names each bad field. */
 export class SessionInputError extends Error {
   override readonly name = 'SessionInputError';
@@ -115,15 +121,27 @@ export class KeelClient {
 
   /**
    * Every pending approval across sessions: a visibility query on the `KeelPendingApproval` search
-   * attribute finds the sessions, then each is asked for its requests.
+   * attribute finds the sessions, then each is asked for its requests, in parallel, each within
+   * `queryTimeoutMs`. A session whose query fails (no worker running) is still listed, under `unavailable`.
    */
-  async listPendingApprovals(): Promise<Array<ApprovalRequest & { sessionId: string }>> {
-    const found: Array<ApprovalRequest & { sessionId: string }> = [];
+  async listPendingApprovals(opts: { queryTimeoutMs?: number } = {}): Promise<PendingApprovalListing> {
+    const sessions: string[] = [];
     for await (const wf of this.temporal.workflow.list({ query: `KeelPendingApproval = true AND ExecutionStatus = 'Running'` })) {
-      const pending = await this.pendingApprovals(wf.workflowId).catch(() => []);
-      for (const p of pending) found.push({ ...p, sessionId: wf.workflowId });
+      sessions.push(wf.workflowId);
     }
-    return found;
+    const deadline = Date.now() + (opts.queryTimeoutMs ?? 5_000);
+    const answers = await Promise.all(
+      sessions.map((sessionId) =>
+        this.temporal.withDeadline(deadline, () => this.pendingApprovals(sessionId)).then(
+          (requests) => ({ sessionId, requests }),
+          (err: unknown) => ({ sessionId, error: err instanceof Error ? err.message : String(err) }),
+        ),
+      ),
+    );
+    return {
+      pending: answers.flatMap((a) => ('requests' in a ? a.requests.map((r) => ({ ...r, sessionId: a.sessionId })) : [])),
+      unavailable: answers.flatMap((a) => ('error' in a ? [{ sessionId: a.sessionId, error: a.error }] : [])),
+    };
   }
 
   /**

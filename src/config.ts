@@ -33,6 +33,12 @@ export const KeelEnvSchema = z.object({
   KEEL_DEMO_URL: z.url({ message: 'expected a URL' }).optional(),
   KEEL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   KEEL_LOG_FILE: optionalString,
+  /**
+   * Workflows a worker keeps cached between tasks (the SDK's default, derived from the heap size). A
+   * parked session costs no CPU; cached, it holds ~1–1.6 MB of worker memory, so this bounds what parked
+   * sessions can cost. Evicted sessions replay their history on the next event (bench/approvals).
+   */
+  KEEL_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).optional(),
   /** A prebuilt workflow bundle (from `bundleWorkflowCode`) for the worker to load instead of bundling at start. */
   KEEL_WORKFLOW_BUNDLE: optionalString,
 });

@@ -57,6 +57,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions = {}): Promise<Ke
         ...createToolActivities(opts.tools ?? toolRegistry.values(), { env: toolEnv }),
       },
       shutdownGraceTime: '5s',
+      ...(config.KEEL_MAX_CACHED_WORKFLOWS !== undefined ? { maxCachedWorkflows: config.KEEL_MAX_CACHED_WORKFLOWS } : {}),
       ...opts.worker,
     });
     logger.info({ taskQueue: config.KEEL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE, model: model.kind }, 'worker ready');

@@ -6,14 +6,11 @@
  * decided, invalid payload) change nothing and are recorded; the `keel approvals/approve/reject` CLI;
  * and what the Web UI shows while a session is parked.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { KeelClient, SessionInputError } from '../src/client.js';
@@ -28,10 +25,10 @@ import {
   type ApprovalRequest,
   type SessionStatus,
 } from '../src/workflows/types.js';
-import { APPROVER, ROOT, historyEvents, startHarness, type Harness } from './support/harness.js';
+import { APPROVER, historyEvents, scheduledActivities, startHarness, type Harness } from './support/harness.js';
+import { freePort, killWorkers, runKeel, sigkill, spawnWorker, until } from './support/processes.js';
 
 let h: Harness;
-const children: ChildProcess[] = [];
 const servers: DevServer[] = [];
 const tmpDirs: string[] = [];
 const clients: KeelClient[] = [];
@@ -40,7 +37,7 @@ beforeAll(async () => {
   h = await startHarness('approvals');
 });
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await killWorkers();
   for (const c of clients) await c.close().catch(() => {});
   for (const s of servers) await s.stop();
   for (const d of tmpDirs) await rm(d, { recursive: true, force: true });
@@ -48,23 +45,6 @@ afterAll(async () => {
 });
 
 const operator = { id: 'agent-operator-1', roles: ['support'] };
-
-async function until<T>(fn: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${lastErr ? ` (last error: ${lastErr instanceof Error ? lastErr.message : String(lastErr)})` : ''}`);
-    }
-    await sleep(100);
-  }
-}
 
 /** The session's pending requests once they are exactly `ids`. */
 function pendingIs(client: KeelClient, sessionId: string, ids: string[]): Promise<ApprovalRequest[]> {
@@ -86,47 +66,6 @@ async function ledgerFor(sessionId: string) {
   const ledger = await h.demoApi.ledger();
   const mine = <T extends { idempotency_key: string | null }>(rows: T[]) => rows.filter((r) => r.idempotency_key?.startsWith(`${sessionId}:`));
   return { refunds: mine(ledger.refunds), emails: mine(ledger.emails), planChanges: mine(ledger.plan_changes) };
-}
-
-function scheduledActivities(events: Awaited<ReturnType<typeof historyEvents>>): string[] {
-  return events.flatMap((e) => (e.activityTaskScheduledEventAttributes?.activityType?.name ? [e.activityTaskScheduledEventAttributes.activityType.name] : []));
-}
-
-/** A TCP port that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (addr !== null && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-/** Starts `keel worker` as its own process with `env` and resolves once it polls. */
-function spawnWorker(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), 'worker'], {
-    env: { ...process.env, ...env, KEEL_WORKFLOW_BUNDLE: inject('workflowBundlePath'), KEEL_LOG_FILE: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('worker ready')) resolve(child);
-    });
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('exit', (code) => reject(new Error(`worker exited early (${code}): ${out}`)));
-  });
-}
-
-async function sigkill(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
 }
 
 describe('human approvals', () => {
@@ -403,23 +342,7 @@ describe('human approvals', () => {
 });
 
 describe('keel approvals / approve / reject', () => {
-  interface Run {
-    code: number | null;
-    stdout: string;
-    stderr: string;
-  }
-  function keel(args: string[]): Promise<Run> {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), ...args], {
-      env: { ...process.env, ...h.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  }
+  const keel = (args: string[]) => runKeel(args, h.env);
 
   it('lists a parked request, approves it, refuses a second decision, an unknown request and a missing --as', async () => {
     const { sessionId, handle } = await h.client.startSession({ prompt: 'Refund ord_1001 partly and tell Ada.', user: operator, model: 'scripted/approval-parallel' });

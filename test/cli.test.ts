@@ -3,10 +3,10 @@
  * reason; `keel run --json` prints one JSON document with the answer (exit 0) or the failure (exit 1);
  * `keel status` and `keel replay` report on a finished session.
  */
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, startHarness, type Harness } from './support/harness.js';
+import { runKeel } from './support/processes.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -16,23 +16,7 @@ afterAll(async () => {
   await h?.close();
 });
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function keel(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), ...args], {
-    env: { ...process.env, ...h.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
+const keel = (args: string[], env: Record<string, string> = {}) => runKeel(args, { ...h.env, ...env });
 
 describe('bad usage exits 2 with a one-line reason', () => {
   const cases: Array<[string, string[], Record<string, string>, RegExp]> = [
@@ -46,6 +30,7 @@ describe('bad usage exits 2 with a one-line reason', () => {
     ['replay of a file that is not a history', ['replay', '--file', path.join(ROOT, 'package.json')], {}, /not a workflow history/],
     ['a bad TEMPORAL_ADDRESS', ['status', 'x'], { TEMPORAL_ADDRESS: 'not an address' }, /^keel: TEMPORAL_ADDRESS: expected host:port/],
     ['half an mTLS pair', ['status', 'x'], { TEMPORAL_TLS_CERT: '/tmp/c.pem' }, /^keel: TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together/],
+    ['a session that does not exist', ['status', 'session-nope'], {}, /^keel: no session 'session-nope' in namespace default/],
     ['an invalid session input', ['run', '--session-id', 'x', '--max-iterations', '500', 'hi'], {}, /^keel: maxIterations: Too big/],
   ];
   it.each(cases)('%s', async (_name, args, env, reason) => {
@@ -92,15 +77,7 @@ describe('keel demo', () => {
   it('runs the demo session on the embedded defaults and ends with its answer (approvals given with --approve-as)', async () => {
     // Reuses the shared test server (TEMPORAL_ADDRESS); starts its own scripted model, demo services and worker.
     const { ANTHROPIC_BASE_URL: _model, KEEL_DEMO_URL: _demo, ...env } = h.env;
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), 'demo', '--json', '--approve-as', 'manager-1'], {
-      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'ANTHROPIC_BASE_URL' && k !== 'KEEL_DEMO_URL')), ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const { code, stdout, stderr } = await runKeel(['demo', '--json', '--approve-as', 'manager-1'], { ...env, ANTHROPIC_BASE_URL: undefined, KEEL_DEMO_URL: undefined });
     expect(code, stderr).toBe(0);
     const doc = JSON.parse(stdout) as { status: string; answer: string; toolCalls: Array<{ name: string; approvalRequestId?: string }> };
     expect(doc.status).toBe('completed');

@@ -6,17 +6,15 @@
  * it succeeds; a privileged call whose outcome is unknown and that has no status check is reported as
  * unknown, never retried blindly; and the tier rules `defineTool` enforces for undos and status checks.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { defineTool, ToolDefinitionError } from '../src/tools/index.js';
-import { APPROVER, approveUntilDone, historyEvents, ROOT, startHarness, type Harness } from './support/harness.js';
+import { APPROVER, approveUntilDone, historyEvents, scheduledActivities, startHarness, type Harness } from './support/harness.js';
+import { killWorkers, sigkill, spawnWorker, until } from './support/processes.js';
 
 let h: Harness;
-const children: ChildProcess[] = [];
 beforeAll(async () => {
   h = await startHarness('tool-safety');
 });
@@ -24,52 +22,12 @@ afterEach(async () => {
   await h?.demoApi.clearFaults();
 });
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await killWorkers();
   await h?.close();
 });
 
 const user = { id: 'agent-operator-1', roles: ['support'] };
 type HistoryEvent = Awaited<ReturnType<typeof historyEvents>>[number];
-
-/** Starts `keel worker` as its own process and resolves once it polls. */
-function spawnWorker(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), 'worker'], {
-    env: { ...process.env, ...h.env, KEEL_WORKFLOW_BUNDLE: inject('workflowBundlePath'), KEEL_LOG_FILE: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('worker ready')) resolve(child);
-    });
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('exit', (code) => reject(new Error(`worker exited early (${code}): ${out}`)));
-  });
-}
-
-async function kill(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
-}
-
-async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Activity types in the order they were scheduled. */
-function scheduled(events: HistoryEvent[]): string[] {
-  return events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
-}
 
 /** The attempt recorded in the ActivityTaskStarted events of every activity of one type. */
 function startedAttempts(events: HistoryEvent[], activityType: string): number[] {
@@ -100,7 +58,7 @@ describe('unknown outcomes', () => {
     // listed after the first request, so its counter proves how many refund requests ever arrived; a
     // blind retry would be counted (and hang).
     await h.demoApi.setFault({ endpoint: 'POST /refunds', after_apply: true, hang: true, times: 2 });
-    const first = await spawnWorker();
+    const first = await spawnWorker(h.env);
     const sessionId = `safety-refund-crash-${Date.now()}`;
     const { handle } = await h.client.startSession({ sessionId, prompt: 'Refund 15 USD of ord_1002', user, model: 'scripted/safety-refund-crash' });
 
@@ -116,9 +74,9 @@ describe('unknown outcomes', () => {
       const rows = mine((await h.demoApi.ledger()).refunds, sessionId);
       return rows.length ? rows : undefined;
     }, 'the refund in the ledger');
-    await kill(first);
+    await sigkill(first);
 
-    const second = await spawnWorker();
+    const second = await spawnWorker(h.env);
     try {
       const result = await handle.result();
       expect(result.stopReason).toBe('end_turn');
@@ -134,10 +92,10 @@ describe('unknown outcomes', () => {
 
       // One attempt of the refund (irreversible: never retried), then the status check by key.
       const events = await historyEvents(h, sessionId);
-      expect(scheduled(events)).toEqual(['callModel', 'issue_refund', 'issue_refund.status', 'callModel']);
+      expect(scheduledActivities(events)).toEqual(['callModel', 'issue_refund', 'issue_refund.status', 'callModel']);
       expect(events.filter((e) => e.activityTaskTimedOutEventAttributes)).toHaveLength(1);
     } finally {
-      await kill(second);
+      await sigkill(second);
     }
   }, 90_000);
 
@@ -160,7 +118,7 @@ describe('unknown outcomes', () => {
     expect(await matched('POST /accounts')).toBe(1);
 
     const events = await historyEvents(h, sessionId);
-    expect(scheduled(events)).toEqual(['callModel', 'set_account_plan', 'callModel']);
+    expect(scheduledActivities(events)).toEqual(['callModel', 'set_account_plan', 'callModel']);
     expect(startedAttempts(events, 'set_account_plan')).toEqual([1]);
     expect(events.filter((e) => e.activityTaskTimedOutEventAttributes)).toHaveLength(1);
   }, 60_000);
@@ -183,13 +141,16 @@ describe('idempotency keys', () => {
 
     expect(mine((await h.demoApi.ledger()).emails, sessionId)).toHaveLength(1);
     expect(await matched('POST /emails')).toBe(1);
-    expect(scheduled(await historyEvents(h, sessionId)).filter((n) => n === 'send_email')).toHaveLength(1);
+    expect(scheduledActivities(await historyEvents(h, sessionId)).filter((n) => n === 'send_email')).toHaveLength(1);
   });
 
-  it('sends one email when the model asks twice in one turn: both calls carry one key, the outbox dedupes', async () => {
+  it('sends one email when the model asks twice in one turn: the second call waits for the first, one approval', async () => {
     await h.demoApi.setFault({ endpoint: 'POST /emails', latency_ms: 1 });
     const { sessionId } = await h.client.startSession({ prompt: 'Email Alan', user, model: 'scripted/safety-email-parallel' });
-    const [result] = await h.withWorker(() => Promise.all([h.client.result(sessionId), approveUntilDone(h.client, sessionId)]));
+    const [result, approved] = await h.withWorker(() => Promise.all([h.client.result(sessionId), approveUntilDone(h.client, sessionId)]));
+    expect(approved).toEqual(['send_email-1']);
+    expect(result.toolCalls[1]).toMatchObject({ deduplicated: true });
+    expect(result.toolCalls[0]!.deduplicated).toBeUndefined();
     expect(result.answer).toBe('I emailed Alan.');
     expect(result.toolCalls.map((t) => `${t.name}:${t.outcome}`)).toEqual(['send_email:ok', 'send_email:ok']);
     expect(result.toolCalls[0]!.idempotencyKey).toBeDefined();
@@ -197,9 +158,9 @@ describe('idempotency keys', () => {
     const emails = mine((await h.demoApi.ledger()).emails, sessionId);
     expect(emails).toHaveLength(1);
     expect(emails[0]).toMatchObject({ to: 'alan@example.com', subject: 'Your plan' });
-    // Today both parallel calls are approved and reach the outbox (the runner dedupes only completed
-    // calls); the downstream's Idempotency-Key is what keeps it to one email.
-    expect(await matched('POST /emails')).toBe(2);
+    // Keel itself ran the tool once: the downstream's Idempotency-Key was not needed to keep it to one.
+    expect(await matched('POST /emails')).toBe(1);
+    expect(scheduledActivities(await historyEvents(h, sessionId)).filter((n) => n === 'send_email')).toHaveLength(1);
   });
 });
 
@@ -236,7 +197,7 @@ describe('saga', () => {
 
     // Last in, first out: the credit's undo ran (was scheduled and completed) before the ticket's.
     const events = await historyEvents(h, chainId);
-    expect(scheduled(events)).toEqual(['create_ticket', 'apply_credit', 'issue_refund', 'apply_credit.compensate', 'create_ticket.compensate']);
+    expect(scheduledActivities(events)).toEqual(['create_ticket', 'apply_credit', 'issue_refund', 'apply_credit.compensate', 'create_ticket.compensate']);
     const completedOf = (type: string) => {
       const sched = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type)!;
       return events.findIndex((e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === String(sched.eventId));
@@ -291,13 +252,15 @@ describe('saga', () => {
 
   it('undoes a cancelled session\'s writes', async () => {
     const { sessionId, handle } = await h.client.startSession({ prompt: 'Sort out the double charge', user, model: 'scripted/safety-cancel' });
-    const err = await h.withWorker(async () => {
+    const { failed: err, status } = await h.withWorker(async () => {
       await until(async () => {
         const l = await h.demoApi.ledger();
         return mine(l.tickets, sessionId).length && mine(l.credits, sessionId).length ? true : undefined;
       }, 'the ticket and the credit');
       await h.client.cancel(sessionId);
-      return handle.result().then(() => undefined, (e: unknown) => e);
+      const failed = await handle.result().then(() => undefined, (e: unknown) => e);
+      // A closed session's status is replayed from its history by a worker.
+      return { failed, status: await h.client.status(sessionId) };
     });
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect((err as WorkflowFailedError).cause).toBeInstanceOf(CancelledFailure);
@@ -306,9 +269,9 @@ describe('saga', () => {
     const ledger = await h.demoApi.ledger();
     expect(mine(ledger.tickets, sessionId)).toEqual([expect.objectContaining({ status: 'closed' })]);
     expect(mine(ledger.credits, sessionId)).toEqual([expect.objectContaining({ status: 'revoked' })]);
-    const names = scheduled(await historyEvents(h, sessionId));
+    const names = scheduledActivities(await historyEvents(h, sessionId));
     expect(names.slice(-2)).toEqual(['apply_credit.compensate', 'create_ticket.compensate']);
-    expect((await h.client.status(sessionId)).compensations.map((c) => `${c.tool}:${c.status}`)).toEqual([
+    expect(status.compensations.map((c) => `${c.tool}:${c.status}`)).toEqual([
       'create_ticket:compensated',
       'apply_credit:compensated',
     ]);

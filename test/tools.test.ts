@@ -13,8 +13,9 @@ const base = { description: 'x', input: z.object({ a: z.string() }), run: async 
 describe('defineTool', () => {
   it('gives each tier its policy', () => {
     expect(defineTool({ ...base, name: 'r', risk: 'read' }).policy).toMatchObject({ maxAttempts: 3, startToCloseTimeout: '5s', idempotency: 'none', approval: 'never' });
-    expect(defineTool({ ...base, name: 'w', risk: 'write' }).policy).toMatchObject({ maxAttempts: 1, idempotency: 'input-hash', approval: 'policy' });
-    expect(defineTool({ ...base, name: 'wk', risk: 'write', idempotentDownstream: true }).policy.maxAttempts).toBe(3);
+    const noUndo = { noCompensation: 'test tool' };
+    expect(defineTool({ ...base, ...noUndo, name: 'w', risk: 'write' }).policy).toMatchObject({ maxAttempts: 1, idempotency: 'input-hash', approval: 'policy' });
+    expect(defineTool({ ...base, ...noUndo, name: 'wk', risk: 'write', idempotentDownstream: true }).policy.maxAttempts).toBe(3);
     expect(defineTool({ ...base, name: 'i', risk: 'irreversible' }).policy).toMatchObject({ maxAttempts: 1, approval: 'always' });
     expect(defineTool({ ...base, name: 'p', risk: 'privileged' }).policy).toMatchObject({ maxAttempts: 1, approval: 'other-person' });
     expect(defineTool({ ...base, name: 'c', risk: 'read' }).criticality).toBe('critical');
@@ -23,7 +24,7 @@ describe('defineTool', () => {
   it.each([
     [{ name: 'bad name!', risk: 'read' }, /tool 'bad name!': name must match/],
     [{ name: 'pay', risk: 'irreversible', maxAttempts: 2 }, /tool 'pay': a irreversible tool may make at most 1 attempt\(s\): it is never retried blindly/],
-    [{ name: 'upd', risk: 'write', maxAttempts: 3 }, /tool 'upd': a write tool may make at most 1 attempt\(s\) unless its downstream honours idempotency keys/],
+    [{ name: 'upd', risk: 'write', maxAttempts: 3, noCompensation: 'x' }, /tool 'upd': a write tool may make at most 1 attempt\(s\) unless its downstream honours idempotency keys/],
     [{ name: 'slow', risk: 'read', timeout: '5m' }, /tool 'slow': timeout 5m exceeds the read tier's ceiling of 30s/],
     [{ name: 'rk', risk: 'read', idempotency: 'per-call' }, /tool 'rk': a read tool has no side effect/],
     [{ name: 'odd', risk: 'dangerous' }, /tool 'odd': risk must be one of read, write, irreversible, privileged/],

@@ -84,6 +84,8 @@ export class ToolRunner {
   readonly approvalLog: ApprovalLogEntry[] = [];
   /** Results of calls that completed, by idempotency key. */
   private readonly completed = new Map<string, string>();
+  /** Calls under way, by idempotency key: an identical call in the same turn waits for the first. */
+  private readonly inFlight = new Map<string, Promise<ToolCallResult>>();
   private readonly undoInputs = new Map<CompensationRecord, ToolActivityInput>();
 
   constructor(private readonly o: ToolRunnerOptions) {
@@ -127,14 +129,41 @@ export class ToolRunner {
     const key = idempotencyKey(tool.policy.idempotency, this.o.workflowId, tool.name, valid.data, call.toolUseId);
     record.idempotencyKey = key;
 
-    const earlier = tool.policy.idempotency === 'none' ? undefined : this.completed.get(key);
-    if (earlier !== undefined) {
-      record.deduplicated = true;
-      return finish('ok', earlier, `(same call as before; not run again) ${earlier}`);
+    if (tool.policy.idempotency !== 'none') {
+      const earlier = this.completed.get(key);
+      if (earlier !== undefined) {
+        record.deduplicated = true;
+        return finish('ok', earlier, `(same call as before; not run again) ${earlier}`);
+      }
+      const running = this.inFlight.get(key);
+      if (running) {
+        // The same call is already under way (the model asked twice in one turn): share its outcome.
+        record.deduplicated = true;
+        const first = await running;
+        return finish(first.record.outcome, first.content, `(same call as another in this turn; not run again) ${first.content}`);
+      }
+      const execution = this.execute(tool, call, valid.data, key, record, finish);
+      this.inFlight.set(key, execution);
+      try {
+        return await execution;
+      } finally {
+        this.inFlight.delete(key);
+      }
     }
+    return this.execute(tool, call, valid.data, key, record, finish);
+  }
 
+  /** Approval, undo registration, the activity, and what to make of its failure. */
+  private async execute(
+    tool: Tool,
+    call: ToolCallRequest,
+    validInput: unknown,
+    key: string,
+    record: ToolCallRecord,
+    finish: (outcome: ToolCallRecord['outcome'], content: string, detail?: string) => ToolCallResult,
+  ): Promise<ToolCallResult> {
     if (this.needsApproval(tool)) {
-      const request = await this.awaitApproval(tool, call, valid.data, record);
+      const request = await this.awaitApproval(tool, call, validInput, record);
       if (request.status !== 'approved') {
         const message =
           request.status === 'rejected'
@@ -149,7 +178,7 @@ export class ToolRunner {
     }
 
     const input: ToolActivityInput = {
-      input: valid.data,
+      input: validInput,
       idempotencyKey: key,
       toolUseId: call.toolUseId,
       session: { workflowId: this.o.workflowId, userId: this.o.user.id, roles: this.o.user.roles },
@@ -216,8 +245,10 @@ export class ToolRunner {
           await this.compensateActivity(undo.tool)(input);
           undo.status = 'compensated';
         } catch (err) {
+          // Only the undo's own failure is recorded; anything else is a bug that must fail the task loudly.
+          if (!(err instanceof ActivityFailure)) throw err;
           undo.status = 'failed';
-          undo.error = err instanceof ActivityFailure ? (err.cause?.message ?? err.message) : String(err);
+          undo.error = err.cause?.message ?? err.message;
         }
         log.info('compensation', { tool: undo.tool, idempotencyKey: undo.idempotencyKey, status: undo.status, error: undo.error });
         this.o.onEvent({ kind: 'compensation', iteration, name: undo.tool, status: undo.status, detail: undo.error ?? `undid ${undo.tool} (${undo.toolUseId})` });
@@ -342,8 +373,9 @@ export class ToolRunner {
     return proxyActivities<Record<string, ToolActivity>>({
       startToCloseTimeout: '30s',
       heartbeatTimeout: TOOL_HEARTBEAT_TIMEOUT,
-      // Undos retry until they succeed (no attempt limit); only a non-retryable ToolError stops them.
-      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 0, nonRetryableErrorTypes: [FailureTypes.ToolError, FailureTypes.InvalidToolInput] },
+      // Undos retry until they succeed (no maximumAttempts: unlimited is the default; 0 is rejected by the
+      // SDK); only a non-retryable ToolError stops them.
+      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s', nonRetryableErrorTypes: [FailureTypes.ToolError, FailureTypes.InvalidToolInput] },
       summary: `undo ${tool}`,
     })[`${tool}.compensate`]!;
   }

@@ -122,3 +122,8 @@ export async function approveUntilDone(client: KeelClient, sessionId: string, ap
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** Activity types in the order the session scheduled them. */
+export function scheduledActivities(events: Awaited<ReturnType<typeof historyEvents>>): string[] {
+  return events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+}
