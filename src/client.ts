@@ -18,6 +18,7 @@ import {
   type SessionInputArgs,
   type SessionResult,
   type SessionStatus,
+  describeIssues,
 } from './workflows/types.js';
 import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
 import type { agentSession, toolChain } from './workflows/index.js';
@@ -66,7 +67,7 @@ export class KeelClient {
     const model = rest.model ?? modelEndpoint(this.config).defaultModel;
     const parsed = SessionInputSchema.safeParse({ ...rest, model });
     if (!parsed.success) {
-      throw new SessionInputError(parsed.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));
+      throw new SessionInputError(describeIssues(parsed.error, 'input'));
     }
     const sessionId = requestedId ?? `session-${randomUUID()}`;
     const firstLine = parsed.data.prompt.split('\n', 1)[0]!;
@@ -104,7 +105,7 @@ export class KeelClient {
   async startChain(input: ToolChainInputArgs, opts: { chainId?: string } = {}): Promise<WorkflowHandle<typeof toolChain>> {
     const parsed = ToolChainInputSchema.safeParse(input);
     if (!parsed.success) {
-      throw new SessionInputError(parsed.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));
+      throw new SessionInputError(describeIssues(parsed.error, 'input'));
     }
     return this.temporal.workflow.start('toolChain', {
       taskQueue: this.config.KEEL_TASK_QUEUE,
@@ -151,7 +152,7 @@ export class KeelClient {
   async decide(sessionId: string, decision: ApprovalDecision): Promise<ApprovalOutcome> {
     const parsed = ApprovalDecisionSchema.safeParse(decision);
     if (!parsed.success) {
-      throw new SessionInputError(parsed.error.issues.map((i) => `${i.path.join('.') || 'decision'}: ${i.message}`).join('; '));
+      throw new SessionInputError(describeIssues(parsed.error, 'decision'));
     }
     return this.session(sessionId).executeUpdate(decideApprovalUpdate, { args: [parsed.data] });
   }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { describeIssues } from './workflows/types.js';
 
 const optionalString = z.string().trim().min(1).optional().catch(undefined);
 const boolish = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
@@ -58,7 +59,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KeelConfig {
   const parsed = KeelEnvSchema.safeParse(present);
   if (!parsed.success) {
     throw new ConfigError(
-      parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+      describeIssues(parsed.error, ''),
     );
   }
   const c = parsed.data;

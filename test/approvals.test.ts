@@ -405,3 +405,21 @@ describe('keel approvals / approve / reject', () => {
     expect(emails).toHaveLength(0);
   }, 90_000);
 });
+
+describe('listing approvals when no worker answers', () => {
+  it('still lists a parked session, as unavailable, within the query deadline', async () => {
+    const { sessionId } = await h.client.startSession({ prompt: 'Refund ord_1001', user: operator, model: 'scripted/approval-refund' });
+    // Park it with a worker, then let the worker go: the session waits in Temporal with nobody to answer queries.
+    await h.withWorker(() => pendingIs(h.client, sessionId, ['issue_refund-1']));
+    const listing = await until(async () => {
+      const l = await h.client.listPendingApprovals({ queryTimeoutMs: 1_000 });
+      return l.unavailable.some((u) => u.sessionId === sessionId) ? l : undefined;
+    }, 'the parked session to be listed as unavailable');
+    expect(listing.pending.filter((p) => p.sessionId === sessionId)).toEqual([]);
+    // Let it finish so it does not linger: approve it with a worker back.
+    await h.withWorker(async () => {
+      expect(await h.client.decide(sessionId, { requestId: 'issue_refund-1', decision: 'approve', approver: APPROVER, reason: 'test over' })).toMatchObject({ accepted: true });
+      await h.client.result(sessionId);
+    });
+  }, 60_000);
+});

@@ -1,6 +1,6 @@
 /**
  * Replay coverage of `agentSession`: a freshly captured history replays against the current code; the
- * golden histories under test/histories/ (one per scenario, captured from real runs) still replay, so a
+ * golden histories under test/histories/ (one per scenario and one tool chain, captured from real runs) still replay, so a
  * change that would break running sessions fails here; and a deliberately changed workflow is caught
  * as a DeterminismViolationError. Regenerate goldens with `KEEL_UPDATE_GOLDEN=1 npx vitest run test/replay.test.ts`
  * only when a change is meant to be incompatible (and version it with patched() instead when possible).
@@ -15,6 +15,8 @@ import { ROOT, approveUntilDone, startHarness, type Harness } from './support/ha
 
 const HISTORIES = path.join(ROOT, 'test', 'histories');
 const GOLDEN_SCENARIOS = ['refund-demo', 'bad-input', 'overloaded', 'kb-down'];
+/** Golden files: one per scenario of agentSession, and one toolChain. */
+const GOLDEN_FILES = [...GOLDEN_SCENARIOS, 'tool-chain'].map((name) => `${name}.json`).sort();
 const bundle = () => ({ codePath: inject('workflowBundlePath') });
 
 let h: Harness;
@@ -24,6 +26,22 @@ beforeAll(async () => {
 afterAll(async () => {
   await h?.close();
 });
+
+/** A chain whose second step uses the first step's result, run to completion. */
+async function runChain(): Promise<string> {
+  const handle = await h.client.startChain(
+    {
+      user: { id: 'golden-user', roles: ['support'] },
+      steps: [
+        { id: 'ticket', tool: 'create_ticket', input: { customer_id: 'cust_002', subject: 'Late delivery', body: 'Order ord_2001 is late.' } },
+        { tool: 'apply_credit', input: { customer_id: 'cust_002', amount_cents: 500, reason: 'goodwill for {{steps.ticket.id}}' } },
+      ],
+    },
+    { chainId: `golden-chain-${Date.now()}` },
+  );
+  await h.withWorker(() => handle.result());
+  return handle.workflowId;
+}
 
 async function runScenario(scenario: string): Promise<string> {
   if (scenario === 'kb-down') await h.demoApi.setFault({ endpoint: '/kb', status: 503 });
@@ -43,6 +61,12 @@ async function runScenario(scenario: string): Promise<string> {
 }
 
 describe('replay', () => {
+  it('replays a freshly captured toolChain history against the current code', async () => {
+    const chainId = await runChain();
+    const history = await h.client.temporal.workflow.getHandle(chainId).fetchHistory();
+    expect(await replayHistory(history, chainId, { workflowBundle: bundle() })).toMatchObject({ deterministic: true });
+  });
+
   it('replays a freshly captured history against the current code', async () => {
     const sessionId = await runScenario('bad-input');
     const history = await h.client.session(sessionId).fetchHistory();
@@ -57,11 +81,13 @@ describe('replay', () => {
       const history = await h.client.session(sessionId).fetchHistory();
       await writeHistoryFile(path.join(HISTORIES, `${scenario}.json`), history);
     }
+    const chainId = await runChain();
+    await writeHistoryFile(path.join(HISTORIES, 'tool-chain.json'), await h.client.temporal.workflow.getHandle(chainId).fetchHistory());
   }, 120_000);
 
   it('replays every golden history under test/histories/', async () => {
     const files = (await readdir(HISTORIES)).filter((f) => f.endsWith('.json'));
-    expect(files.sort()).toEqual(GOLDEN_SCENARIOS.map((s) => `${s}.json`).sort());
+    expect(files.sort()).toEqual(GOLDEN_FILES);
     for (const f of files) {
       const report = await replayHistory(await readHistoryFile(path.join(HISTORIES, f)), f, { workflowBundle: bundle() });
       expect(report, f).toMatchObject({ deterministic: true });

@@ -8,7 +8,7 @@
  */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import { ToolError, type Tool, type ToolContext, type ToolLogger } from '../tools/index.js';
-import { FailureTypes, type StatusCheckOutput, type ToolActivityInput, type ToolActivityOutput } from '../workflows/types.js';
+import { FailureTypes, type StatusCheckOutput, type ToolActivityInput, type ToolActivityOutput, describeIssues } from '../workflows/types.js';
 
 /** Results larger than this (bytes of JSON) are cut, with a note to the model. */
 export const MAX_RESULT_BYTES = 64 * 1024;
@@ -77,7 +77,7 @@ async function invoke<T>(
       throw ApplicationFailure.create({
         type: FailureTypes.InvalidToolInput,
         nonRetryable: true,
-        message: parsed.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`).join('; '),
+        message: describeIssues(parsed.error),
       });
     }
     const toolLog: ToolLogger = {

@@ -7,7 +7,6 @@
  * of its completed writes run last-in-first-out.
  */
 import {
-  ApplicationFailure,
   isCancellation,
   log,
   proxyActivities,
@@ -35,6 +34,7 @@ import {
   type TextBlock,
   type ToolResultBlock,
   type ToolUseBlock,
+  parseWorkflowInput,
 } from './types.js';
 
 type ModelActivities = { callModel(input: CallModelInput): Promise<CallModelOutput> };
@@ -48,15 +48,7 @@ const MAX_EVENTS = 200;
 
 /** Runs one agent session to its final answer. */
 export async function agentSession(args: SessionInputArgs): Promise<SessionResult> {
-  const parsed = SessionInputSchema.safeParse(args);
-  if (!parsed.success) {
-    throw ApplicationFailure.create({
-      type: FailureTypes.InvalidSessionInput,
-      nonRetryable: true,
-      message: `invalid session input: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
-    });
-  }
-  const input = parsed.data;
+  const input = parseWorkflowInput(SessionInputSchema, args, 'session');
   const { workflowId } = workflowInfo();
 
   const tools: Tool[] = (input.tools ?? [...toolRegistry.keys()]).flatMap((name) => toolRegistry.get(name) ?? []);

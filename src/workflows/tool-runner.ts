@@ -39,6 +39,7 @@ import {
   type ToolActivityInput,
   type ToolActivityOutput,
   type ToolCallRecord,
+  describeIssues,
 } from './types.js';
 
 type ToolActivity = (input: ToolActivityInput) => Promise<ToolActivityOutput>;
@@ -96,7 +97,7 @@ export class ToolRunner {
     setHandler(decideApprovalUpdate, (decision) => this.decide(decision, 'update'), {
       validator: (decision) => {
         const parsed = ApprovalDecisionSchema.safeParse(decision);
-        if (!parsed.success) throw new Error(`invalid approval: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+        if (!parsed.success) throw new Error(`invalid approval: ${describeIssues(parsed.error, '')}`);
       },
     });
   }
@@ -123,7 +124,7 @@ export class ToolRunner {
     }
     const valid = tool.input.safeParse(call.input);
     if (!valid.success) {
-      const issues = valid.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`).join('; ');
+      const issues = describeIssues(valid.error);
       return finish('rejected', `Invalid input for ${tool.name}: ${issues}. Fix the arguments and call the tool again.`);
     }
     const key = idempotencyKey(tool.policy.idempotency, this.o.workflowId, tool.name, valid.data, call.toolUseId);
@@ -314,7 +315,7 @@ export class ToolRunner {
     const parsed = ApprovalDecisionSchema.safeParse(raw);
     if (!parsed.success) {
       const id = typeof (raw as { requestId?: unknown })?.requestId === 'string' ? (raw as { requestId: string }).requestId : '(none)';
-      return refuse(id, 'invalid', `invalid approval: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      return refuse(id, 'invalid', `invalid approval: ${describeIssues(parsed.error, '')}`);
     }
     const d = parsed.data;
     const request = this.approvals.find((a) => a.requestId === d.requestId);

@@ -9,7 +9,7 @@ import { ApplicationFailure, isCancellation, setHandler, workflowInfo } from '@t
 import { z } from 'zod';
 import { toolRegistry } from '../tools/index.js';
 import { ToolRunner, failureWithCompensations } from './tool-runner.js';
-import { ApprovalPolicySchema, FailureTypes, SessionUserSchema, statusQuery, type CompensationRecord, type SessionEvent, type SessionStatus } from './types.js';
+import { ApprovalPolicySchema, FailureTypes, SessionUserSchema, statusQuery, type CompensationRecord, type SessionEvent, type SessionStatus, parseWorkflowInput } from './types.js';
 
 /** One declared step. */
 export const ChainStepSchema = z.object({
@@ -65,15 +65,7 @@ export function resolveRefs(value: unknown, done: ReadonlyMap<string, unknown>):
 
 /** Runs the declared steps in order. */
 export async function toolChain(args: ToolChainInputArgs): Promise<ToolChainResult> {
-  const parsed = ToolChainInputSchema.safeParse(args);
-  if (!parsed.success) {
-    throw ApplicationFailure.create({
-      type: FailureTypes.InvalidSessionInput,
-      nonRetryable: true,
-      message: `invalid chain input: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
-    });
-  }
-  const input = parsed.data;
+  const input = parseWorkflowInput(ToolChainInputSchema, args, 'chain');
   const events: SessionEvent[] = [];
   let state: SessionStatus['state'] = 'running';
   let step = 'starting';

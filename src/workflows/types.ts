@@ -5,7 +5,23 @@
  * the workflow exposes. Sandbox-safe: zod and plain types only.
  */
 import { z } from 'zod';
-import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import { ApplicationFailure, defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+
+/** A zod error as one line: `path: message; path: message` (`root` names an issue at the top level). */
+export function describeIssues(error: z.ZodError, root = '(input)'): string {
+  return error.issues.map((i) => `${i.path.map(String).join('.') || root}: ${i.message}`).join('; ');
+}
+
+/** Parses a workflow's input, or fails the workflow for good with every bad field named. */
+export function parseWorkflowInput<S extends z.ZodType>(schema: S, args: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(args);
+  if (parsed.success) return parsed.data;
+  throw ApplicationFailure.create({
+    type: FailureTypes.InvalidSessionInput,
+    nonRetryable: true,
+    message: `invalid ${what} input: ${describeIssues(parsed.error, '(root)')}`,
+  });
+}
 
 const DurationSchema = z.union([z.number().int().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/)]);
 
