@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { KeelClient } from '../src/client.js';
 import { loadConfig, type KeelConfig } from '../src/config.js';
 import { startDemoServices, type DemoServices } from '../src/demo/index.js';
@@ -157,4 +158,51 @@ export function renderTable(header: string[], cells: string[][]): string {
   const line = (c: string[]): string => `| ${c.map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join(' | ')} |`;
   const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
   return [line(header), sep, ...cells.map(line)].join('\n');
+}
+
+/** A whole-number option of a benchmark: its default and bounds. */
+export interface IntOption {
+  def: number;
+  min: number;
+  max: number;
+}
+
+/**
+ * Parses a benchmark's command line: the given whole-number options (`--name N`, optional when `def`
+ * is NaN) plus `--json` and `--help`. Bad usage prints the reason and `usageLine` and exits 2.
+ */
+export function parseBenchArgs<K extends string>(
+  name: string,
+  usageLine: string,
+  ints: Record<K, IntOption>,
+): { json: boolean; usage(reason: string): never } & Record<K, number> {
+  const usage = (reason: string): never => {
+    process.stderr.write(`${name}: ${reason}\nusage: ${usageLine}\n`);
+    process.exit(2);
+  };
+  let values: Record<string, string | boolean | undefined> = {};
+  try {
+    ({ values } = parseArgs({
+      options: {
+        ...Object.fromEntries(Object.keys(ints).map((k) => [k, { type: 'string' as const }])),
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    usage(err instanceof Error ? err.message : String(err));
+  }
+  if (values.help) usage('help');
+  const parsed = Object.fromEntries(
+    (Object.entries(ints) as Array<[K, IntOption]>).map(([key, { def, min, max }]) => {
+      const raw = values[key];
+      if (raw === undefined) return [key, def];
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < min || n > max) usage(`--${key} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+      return [key, n];
+    }),
+  ) as Record<K, number>;
+  return { ...parsed, json: values.json === true, usage };
 }

@@ -18,7 +18,6 @@
  * `npx tsx --expose-gc bench/approvals/run.ts [--sessions N] [--samples K] [--concurrency C] [--max-cached M] [--json]`.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { demoClient } from '../../src/demo/index.js';
 import type { KeelClient } from '../../src/client.js';
@@ -36,6 +35,7 @@ import {
   type BenchStack,
   type HistoryEvent,
   type MachineFacts,
+  parseBenchArgs,
 } from '../support.js';
 
 const TOOL = 'issue_refund';
@@ -65,47 +65,24 @@ interface Args {
   json: boolean;
 }
 
-function usage(reason: string): never {
-  process.stderr.write(
-    `bench/approvals: ${reason}\nusage: npx tsx --expose-gc bench/approvals/run.ts [--sessions N (1000)] [--samples K (50)] [--concurrency C (50)] [--max-cached M] [--json]\n`,
-  );
-  process.exit(2);
-}
-
 function parseCli(): Args {
-  let values: { sessions?: string; samples?: string; concurrency?: string; 'max-cached'?: string; json?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      options: {
-        sessions: { type: 'string' },
-        samples: { type: 'string' },
-        concurrency: { type: 'string' },
-        'max-cached': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    usage(err instanceof Error ? err.message : String(err));
-  }
-  if (values.help) usage('measures what sessions parked on an approval cost the worker, and approval → tool start latency');
-  const int = (name: string, raw: string | undefined, def: number, min: number, max: number): number => {
-    if (raw === undefined) return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) usage(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-    return n;
-  };
-  const sessions = int('sessions', values.sessions, 1000, 2, REFUNDABLE_CENTS - WARMUP_SESSIONS);
-  const samples = int('samples', values.samples, 50, 1, 5000);
-  if (2 * samples > sessions) usage(`--samples ${samples} needs at least ${2 * samples} parked sessions (K per decision path), got --sessions ${sessions}`);
+  const a = parseBenchArgs(
+    'bench/approvals',
+    'npx tsx --expose-gc bench/approvals/run.ts [--sessions N (1000)] [--samples K (50)] [--concurrency C (50)] [--max-cached M] [--json]',
+    {
+      sessions: { def: 1000, min: 2, max: REFUNDABLE_CENTS - WARMUP_SESSIONS },
+      samples: { def: 50, min: 1, max: 5000 },
+      concurrency: { def: 50, min: 1, max: 500 },
+      'max-cached': { def: Number.NaN, min: 0, max: 100_000 },
+    },
+  );
+  if (2 * a.samples > a.sessions) a.usage(`--samples ${a.samples} needs at least ${2 * a.samples} parked sessions (K per decision path), got --sessions ${a.sessions}`);
   return {
-    sessions,
-    samples,
-    concurrency: int('concurrency', values.concurrency, 50, 1, 500),
-    maxCached: values['max-cached'] === undefined ? undefined : int('max-cached', values['max-cached'], 0, 0, 100_000),
-    json: values.json === true,
+    sessions: a.sessions,
+    samples: a.samples,
+    concurrency: a.concurrency,
+    maxCached: Number.isNaN(a['max-cached']) ? undefined : a['max-cached'],
+    json: a.json,
   };
 }
 

@@ -13,7 +13,6 @@
  * to stdout. Run: `npx tsx bench/overhead/run.ts [--steps N] [--sessions M] [--json]`.
  */
 import { randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import Anthropic from '@anthropic-ai/sdk';
 import type { KeelClient } from '../../src/client.js';
 import type { Scenario, ScenarioTurn } from '../../src/scripted/index.js';
@@ -32,6 +31,7 @@ import {
   startBenchStack,
   type BenchStack,
   type HistoryEvent,
+  parseBenchArgs,
 } from '../support.js';
 
 /** The two read tools the steps alternate between, with inputs the demo services know. */
@@ -73,39 +73,12 @@ interface Args {
   json: boolean;
 }
 
-function usage(reason: string): never {
-  process.stderr.write(`bench/overhead: ${reason}\nusage: npx tsx bench/overhead/run.ts [--steps N (10)] [--sessions M (5)] [--json]\n`);
-  process.exit(2);
-}
-
 function parseCli(): Args {
-  let values: { steps?: string; sessions?: string; json?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      options: {
-        steps: { type: 'string' },
-        sessions: { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    usage(err instanceof Error ? err.message : String(err));
-  }
-  if (values.help) usage('measures the per-step cost of running an agent session on Keel vs. a plain in-process loop');
-  const int = (name: string, raw: string | undefined, def: number, max: number): number => {
-    if (raw === undefined) return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1 || n > max) usage(`--${name} must be a whole number from 1 to ${max}, got ${JSON.stringify(raw)}`);
-    return n;
-  };
-  return {
-    steps: int('steps', values.steps, 10, MAX_STEPS),
-    sessions: int('sessions', values.sessions, 5, 1000),
-    json: values.json === true,
-  };
+  const a = parseBenchArgs('bench/overhead', 'npx tsx bench/overhead/run.ts [--steps N (10)] [--sessions M (5)] [--json]', {
+    steps: { def: 10, min: 1, max: MAX_STEPS },
+    sessions: { def: 5, min: 1, max: 1000 },
+  });
+  return { steps: a.steps, sessions: a.sessions, json: a.json };
 }
 
 /** The scripted session: N tool turns alternating the two read tools, then one end_turn turn. */
