@@ -165,6 +165,16 @@ describe('idempotency keys', () => {
 });
 
 describe('saga', () => {
+  it('undoes the writes of a session that a budget (maxIterations) ended', async () => {
+    const { sessionId } = await h.client.startSession({ prompt: 'Look into my bill', user, model: 'scripted/safety-budget-write', maxIterations: 2 });
+    const result = await h.withWorker(() => h.client.result(sessionId));
+    expect(result.stopReason).toBe('max_iterations');
+    expect(result.compensations).toEqual([expect.objectContaining({ tool: 'create_ticket', status: 'compensated' })]);
+    const tickets = mine((await h.demoApi.ledger()).tickets, sessionId);
+    expect(tickets).toHaveLength(1);
+    expect(tickets[0]!.status).toBe('closed');
+  });
+
   it('undoes step 2 then step 1 when step 3 of a chain fails', async () => {
     const handle = await h.client.startChain({
       user,
