@@ -306,7 +306,7 @@ describe('defineTool: undo and status-check rules', () => {
   it('rejects an irreversible or privileged tool with compensate', () => {
     expect(() => defineTool({ ...base, name: 'pay', risk: 'irreversible', compensate: undo })).toThrow(ToolDefinitionError);
     expect(() => defineTool({ ...base, name: 'pay', risk: 'irreversible', compensate: undo })).toThrow(
-      /tool 'pay': a irreversible tool cannot be undone, so it takes no compensate/,
+      /tool 'pay': an irreversible tool cannot be undone, so it takes no compensate/,
     );
     expect(() => defineTool({ ...base, name: 'grant', risk: 'privileged', compensate: undo })).toThrow(/tool 'grant': a privileged tool cannot be undone/);
   });

@@ -23,7 +23,7 @@ describe('defineTool', () => {
 
   it.each([
     [{ name: 'bad name!', risk: 'read' }, /tool 'bad name!': name must match/],
-    [{ name: 'pay', risk: 'irreversible', maxAttempts: 2 }, /tool 'pay': a irreversible tool may make at most 1 attempt\(s\): it is never retried blindly/],
+    [{ name: 'pay', risk: 'irreversible', maxAttempts: 2 }, /tool 'pay': an irreversible tool may make at most 1 attempt\(s\): it is never retried blindly/],
     [{ name: 'upd', risk: 'write', maxAttempts: 3, noCompensation: 'x' }, /tool 'upd': a write tool may make at most 1 attempt\(s\) unless its downstream honours idempotency keys/],
     [{ name: 'slow', risk: 'read', timeout: '5m' }, /tool 'slow': timeout 5m exceeds the read tier's ceiling of 30s/],
     [{ name: 'rk', risk: 'read', idempotency: 'per-call' }, /tool 'rk': a read tool has no side effect/],

@@ -154,26 +154,27 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
   if (!(spec.input instanceof z.ZodObject)) fail('input must be a z.object(...) schema');
   if (!RISK_TIERS.includes(spec.risk)) fail(`risk must be one of ${RISK_TIERS.join(', ')}`);
   const tier = tierPolicy(spec.risk);
+  const aTier = `${/^[aeiou]/.test(spec.risk) ? 'an' : 'a'} ${spec.risk} tool`;
   const maxAttempts = spec.maxAttempts ?? (spec.idempotentDownstream ? tier.maxAttemptsWithKeys : tier.maxAttempts);
   const ceiling = spec.idempotentDownstream ? tier.maxAttemptsWithKeys : tier.maxAttempts;
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) fail('maxAttempts must be a whole number >= 1');
   if (maxAttempts > ceiling) {
     fail(
-      `a ${spec.risk} tool may make at most ${ceiling} attempt(s)` +
+      `${aTier} may make at most ${ceiling} attempt(s)` +
         (spec.risk === 'write' && !spec.idempotentDownstream ? ' unless its downstream honours idempotency keys (idempotentDownstream: true)' : '') +
         (spec.risk === 'irreversible' || spec.risk === 'privileged' ? ': it is never retried blindly' : ''),
     );
   }
   if (spec.risk === 'read' && spec.idempotency) fail('a read tool has no side effect and takes no idempotency mode');
   if (spec.idempotency && !['input-hash', 'per-call'].includes(spec.idempotency)) {
-    fail(`idempotency must be 'input-hash' or 'per-call': a ${spec.risk} tool needs a key strategy`);
+    fail(`idempotency must be 'input-hash' or 'per-call': ${aTier} needs a key strategy`);
   }
   if (spec.risk === 'read' && (spec.compensate || spec.statusCheck)) fail('a read tool has nothing to compensate or check');
   if (spec.risk === 'write' && !spec.compensate && !spec.noCompensation?.trim()) {
     fail('a write tool must declare compensate (its undo), or noCompensation with the reason it has none');
   }
   if ((spec.risk === 'irreversible' || spec.risk === 'privileged') && spec.compensate) {
-    fail(`a ${spec.risk} tool cannot be undone, so it takes no compensate; if it can be undone, make it a write`);
+    fail(`${aTier} cannot be undone, so it takes no compensate; if it can be undone, make it a write`);
   }
   if (spec.approvalTimeout !== undefined) toMs(spec.approvalTimeout);
   const timeout = spec.timeout ?? tier.startToCloseTimeout;

@@ -52,3 +52,17 @@ export function statusByKey(collection: string) {
     return first === undefined ? { applied: false } : { applied: true, result: first };
   };
 }
+
+/**
+ * An undo that finds what the original call did by its idempotency key and posts one undo request for
+ * each (its own key, derived from the original), so it is a no-op when nothing happened and safe to retry.
+ */
+export function undoByKey(collection: string, undoPath: (id: string) => string, body: unknown = {}) {
+  return async (_input: unknown, ctx: ToolContext): Promise<{ undone: string[] }> => {
+    const rows = await findByKey<{ id: string }>(ctx, collection);
+    for (const row of rows) {
+      await downstream(ctx, 'POST', undoPath(row.id), body, { idempotencyKey: `${ctx.idempotencyKey}:undo:${row.id}` });
+    }
+    return { undone: rows.map((r) => r.id) };
+  };
+}

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { defineTool } from '../define.js';
-import { downstream, findByKey, statusByKey } from './downstream.js';
+import { downstream, statusByKey, undoByKey } from './downstream.js';
 
 const OrderId = z.string().regex(/^ord_\w+$/).describe('Order id, e.g. ord_1001');
 const CustomerId = z.string().regex(/^cust_\w+$/).describe('Customer id, e.g. cust_001');
@@ -62,14 +62,7 @@ export const createTicket = defineTool({
   idempotentDownstream: true,
   run: (input, ctx) => downstream(ctx, 'POST', '/tickets', input),
   statusCheck: statusByKey('tickets'),
-  // Closing is idempotent downstream; nothing found by the key means nothing to undo.
-  compensate: async (_input, ctx) => {
-    const tickets = await findByKey<{ id: string }>(ctx, 'tickets');
-    for (const t of tickets) {
-      await downstream(ctx, 'POST', `/tickets/${t.id}/close`, { reason: 'compensated: session did not complete' }, { idempotencyKey: `${ctx.idempotencyKey}:undo:${t.id}` });
-    }
-    return { closed: tickets.map((t) => t.id) };
-  },
+  compensate: undoByKey('tickets', (id) => `/tickets/${id}/close`, { reason: 'compensated: session did not complete' }),
 });
 
 /** Applies an account credit. Undone by revoking it. */
@@ -81,13 +74,7 @@ export const applyCredit = defineTool({
   idempotentDownstream: true,
   run: (input, ctx) => downstream(ctx, 'POST', '/credits', input),
   statusCheck: statusByKey('credits'),
-  compensate: async (_input, ctx) => {
-    const credits = await findByKey<{ id: string }>(ctx, 'credits');
-    for (const c of credits) {
-      await downstream(ctx, 'POST', `/credits/${c.id}/revoke`, {}, { idempotencyKey: `${ctx.idempotencyKey}:undo:${c.id}` });
-    }
-    return { revoked: credits.map((c) => c.id) };
-  },
+  compensate: undoByKey('credits', (id) => `/credits/${id}/revoke`),
 });
 
 /** Refunds money to the customer's card. Cannot be undone. */
