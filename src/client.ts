@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import { loadConfig, modelEndpoint, temporalConnectionOptions, type KeelConfig } from './config.js';
+import { defaultModel, loadConfig, temporalConnectionOptions, type KeelConfig } from './config.js';
 import {
   ApprovalDecisionSchema,
   SessionInputSchema,
@@ -64,7 +64,7 @@ export class KeelClient {
   /** Starts a session; throws `SessionInputError` naming every bad field. */
   async startSession(opts: StartSessionOptions): Promise<SessionHandle> {
     const { sessionId: requestedId, ...rest } = opts;
-    const model = rest.model ?? modelEndpoint(this.config).defaultModel;
+    const model = rest.model ?? defaultModel(this.config);
     const parsed = SessionInputSchema.safeParse({ ...rest, model });
     if (!parsed.success) {
       throw new SessionInputError(describeIssues(parsed.error, 'input'));

@@ -132,16 +132,24 @@ export function modelEndpoint(c: KeelConfig): ModelEndpoint {
     return {
       apiKey: c.ANTHROPIC_API_KEY,
       ...(c.ANTHROPIC_BASE_URL ? { baseURL: c.ANTHROPIC_BASE_URL } : {}),
-      defaultModel: c.KEEL_MODEL ?? DEFAULT_CLAUDE_MODEL,
+      defaultModel: defaultModel(c),
       kind: 'anthropic',
     };
   }
   if (c.ANTHROPIC_BASE_URL) {
-    return { apiKey: 'scripted', baseURL: c.ANTHROPIC_BASE_URL, defaultModel: c.KEEL_MODEL ?? DEFAULT_SCRIPTED_MODEL, kind: 'scripted' };
+    return { apiKey: 'scripted', baseURL: c.ANTHROPIC_BASE_URL, defaultModel: defaultModel(c), kind: 'scripted' };
   }
   throw new ConfigError(
     'ANTHROPIC_API_KEY: not set, and no ANTHROPIC_BASE_URL either. Set ANTHROPIC_API_KEY for Claude, or run `keel dev`, which starts the scripted model',
   );
+}
+
+/**
+ * The model a new session names when the caller gives none: KEEL_MODEL, else Claude when an API key is
+ * set, else the scripted demo scenario (what `keel dev` serves). Only the worker needs the endpoint.
+ */
+export function defaultModel(c: KeelConfig): string {
+  return c.KEEL_MODEL ?? (c.ANTHROPIC_API_KEY ? DEFAULT_CLAUDE_MODEL : DEFAULT_SCRIPTED_MODEL);
 }
 
 /** The data directory, resolved against the working directory. */
