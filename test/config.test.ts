@@ -1,6 +1,6 @@
 /** Configuration is validated once, at the edge, with errors that name the variable. */
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, modelEndpoint, temporalConnectionOptions } from '../src/config.js';
+import { ConfigError, defaultModel, loadConfig, modelEndpoint, temporalConnectionOptions } from '../src/config.js';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -44,5 +44,11 @@ describe('connections and model endpoint', () => {
     expect(modelEndpoint(loadConfig({ ANTHROPIC_API_KEY: 'k' }))).toMatchObject({ kind: 'anthropic', defaultModel: 'claude-sonnet-4-5' });
     expect(modelEndpoint(loadConfig({ ANTHROPIC_BASE_URL: 'http://127.0.0.1:1' }))).toMatchObject({ kind: 'scripted', defaultModel: 'scripted/refund-demo' });
     expect(() => modelEndpoint(loadConfig({}))).toThrow(/ANTHROPIC_API_KEY: not set.*keel dev/);
+  });
+
+  it('names a model for new sessions without needing the endpoint: KEEL_MODEL, else Claude with a key, else the demo scenario', () => {
+    expect(defaultModel(loadConfig({}))).toBe('scripted/refund-demo');
+    expect(defaultModel(loadConfig({ ANTHROPIC_API_KEY: 'k' }))).toBe('claude-sonnet-4-5');
+    expect(defaultModel(loadConfig({ ANTHROPIC_API_KEY: 'k', KEEL_MODEL: 'claude-opus-4-1' }))).toBe('claude-opus-4-1');
   });
 });
