@@ -131,7 +131,9 @@ async function runSession(
       out.info(describeEvent(e));
       if (e.kind !== 'approval' || e.status !== 'pending') return;
       if (autoApprove) {
-        void client.decide(sessionId, { requestId: e.requestId, decision: 'approve', approver: autoApprove, reason: 'approved by the demo (--approve-as)' });
+        client
+          .decide(sessionId, { requestId: e.requestId, decision: 'approve', approver: autoApprove, reason: 'approved by the demo (--approve-as)' })
+          .catch((err: unknown) => out.info(`could not approve ${e.requestId}: ${err instanceof Error ? err.message : String(err)}`));
         return;
       }
       out.info(

@@ -28,20 +28,31 @@ export function createToolActivities(
   const env = opts.env ?? process.env;
   const activities: Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> = {};
   for (const tool of tools) {
-    activities[tool.name] = (req) => invoke(tool, req, env, 'run', (input, ctx) => tool.run(input, ctx)).then(toOutput);
+    activities[tool.name] = (req) => invoke(tool, req, env, 'run', async (input, ctx) => toOutput(await tool.run(input, ctx)), outputBytes);
     const { statusCheck, compensate } = tool;
     if (statusCheck) {
       activities[`${tool.name}.status`] = (req) =>
-        invoke(tool, req, env, 'status', (input, ctx) => statusCheck(input, ctx)).then(
-          (r): StatusCheckOutput => (r.applied ? { applied: true, content: toOutput(r.result).content } : { applied: false }),
+        invoke(
+          tool,
+          req,
+          env,
+          'status',
+          async (input, ctx): Promise<StatusCheckOutput> => {
+            const r = await statusCheck(input, ctx);
+            return r.applied ? { applied: true, content: toOutput(r.result).content } : { applied: false };
+          },
+          (out) => (out.applied ? Buffer.byteLength(out.content) : 0),
         );
     }
     if (compensate) {
-      activities[`${tool.name}.compensate`] = (req) => invoke(tool, req, env, 'compensate', (input, ctx) => compensate(input, ctx)).then(toOutput);
+      activities[`${tool.name}.compensate`] = (req) =>
+        invoke(tool, req, env, 'compensate', async (input, ctx) => toOutput(await compensate(input, ctx)), outputBytes);
     }
   }
   return activities;
 }
+
+const outputBytes = (out: ToolActivityOutput): number => out.bytes;
 
 /** The result as JSON text for the model, cut at MAX_RESULT_BYTES with a note. */
 function toOutput(result: unknown): ToolActivityOutput {
@@ -54,7 +65,7 @@ function toOutput(result: unknown): ToolActivityOutput {
 
 /**
  * Validates the input, builds the tool's context, runs one phase, maps `ToolError` to a non-retryable
- * failure and writes the phase's one log line.
+ * failure and writes the phase's one log line (`bytes` measures the phase's output for it).
  */
 async function invoke<T>(
   tool: Tool,
@@ -62,6 +73,7 @@ async function invoke<T>(
   env: Env,
   phase: Phase,
   fn: (input: Parameters<Tool['run']>[0], ctx: ToolContext) => Promise<T>,
+  bytes: (output: T) => number,
 ): Promise<T> {
   const ctx = Context.current();
   const started = performance.now();
@@ -94,7 +106,7 @@ async function invoke<T>(
         toolUseId: req.toolUseId,
         env,
       });
-      resultBytes = Buffer.byteLength(JSON.stringify(result ?? null));
+      resultBytes = bytes(result);
       success = true;
       return result;
     } catch (err) {

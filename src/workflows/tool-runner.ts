@@ -34,6 +34,7 @@ import {
   type ApprovalRequest,
   type CompensationRecord,
   type SessionEvent,
+  type SessionStatus,
   type SessionUser,
   type StatusCheckOutput,
   type ToolActivityInput,
@@ -68,11 +69,12 @@ export interface ToolRunnerOptions {
   /** The tools this session may call, by name. */
   tools: ReadonlyMap<string, Tool>;
   approval: ApprovalPolicy;
-  /** Records a line of the session's story. */
-  onEvent(event: EventWithoutSeq): void;
   /** Something people watch changed (approvals pending, step). */
   onChange(): void;
 }
+
+/** Events the status query keeps (the most recent ones). */
+const MAX_EVENTS = 200;
 
 /** How long heartbeats may stop before Temporal considers a tool's worker lost. Tool activities beat every second. */
 const TOOL_HEARTBEAT_TIMEOUT = '5s';
@@ -83,6 +85,9 @@ export class ToolRunner {
   readonly compensations: CompensationRecord[] = [];
   readonly approvals: ApprovalRequest[] = [];
   readonly approvalLog: ApprovalLogEntry[] = [];
+  /** The most recent lines of the workflow's story, numbered from 1 by `seq`. */
+  readonly events: SessionEvent[] = [];
+  private seq = 0;
   /** Results of calls that completed, by idempotency key. */
   private readonly completed = new Map<string, string>();
   /** Calls under way, by idempotency key: an identical call in the same turn waits for the first. */
@@ -102,6 +107,24 @@ export class ToolRunner {
     });
   }
 
+  /** Records a line of the workflow's story, keeping the most recent MAX_EVENTS. */
+  addEvent(event: EventWithoutSeq): void {
+    this.events.push({ ...event, seq: ++this.seq } as SessionEvent);
+    if (this.events.length > MAX_EVENTS) this.events.shift();
+  }
+
+  /** The `status` query's answer: the workflow's own progress plus this runner's calls, approvals and undos. */
+  status(progress: Pick<SessionStatus, 'state' | 'step' | 'iteration' | 'usage'>): SessionStatus {
+    return {
+      ...progress,
+      toolCalls: this.toolCalls.length,
+      events: this.events,
+      approvals: this.approvals,
+      approvalLog: this.approvalLog,
+      compensations: this.compensations,
+    };
+  }
+
   /** Requests waiting for a person. */
   pendingApprovals(): ApprovalRequest[] {
     return this.approvals.filter((a) => a.status === 'pending');
@@ -114,7 +137,7 @@ export class ToolRunner {
     const finish = (outcome: ToolCallRecord['outcome'], content: string, detail = content): ToolCallResult => {
       record.outcome = outcome;
       if (outcome !== 'ok') record.error = content;
-      this.o.onEvent({ kind: 'tool', iteration: call.iteration, name: call.name, toolUseId: call.toolUseId, outcome, detail: detail.slice(0, 200) });
+      this.addEvent({ kind: 'tool', iteration: call.iteration, name: call.name, toolUseId: call.toolUseId, outcome, detail: detail.slice(0, 200) });
       return { content, isError: outcome !== 'ok', record };
     };
 
@@ -252,7 +275,7 @@ export class ToolRunner {
           undo.error = err.cause?.message ?? err.message;
         }
         log.info('compensation', { tool: undo.tool, idempotencyKey: undo.idempotencyKey, status: undo.status, error: undo.error });
-        this.o.onEvent({ kind: 'compensation', iteration, name: undo.tool, status: undo.status, detail: undo.error ?? `undid ${undo.tool} (${undo.toolUseId})` });
+        this.addEvent({ kind: 'compensation', iteration, name: undo.tool, status: undo.status, detail: undo.error ?? `undid ${undo.tool} (${undo.toolUseId})` });
       }
     });
     return this.compensations;
@@ -285,14 +308,14 @@ export class ToolRunner {
     };
     this.approvals.push(request);
     record.approvalRequestId = request.requestId;
-    this.o.onEvent({ kind: 'approval', iteration: call.iteration, requestId: request.requestId, name: tool.name, status: 'pending', detail: request.reason });
+    this.addEvent({ kind: 'approval', iteration: call.iteration, requestId: request.requestId, name: tool.name, status: 'pending', detail: request.reason });
     this.o.onChange();
     const decided = await condition(() => request.status !== 'pending', timeout as TemporalDuration, { summary: `approval ${request.requestId}` });
     if (!decided) {
       request.status = 'expired';
       request.decidedAt = new Date(Date.now()).toISOString();
     }
-    this.o.onEvent({
+    this.addEvent({
       kind: 'approval',
       iteration: call.iteration,
       requestId: request.requestId,

@@ -9,7 +9,7 @@ import { ApplicationFailure, isCancellation, setHandler, workflowInfo } from '@t
 import { z } from 'zod';
 import { toolRegistry } from '../tools/index.js';
 import { ToolRunner, failureWithCompensations } from './tool-runner.js';
-import { ApprovalPolicySchema, FailureTypes, SessionUserSchema, statusQuery, type CompensationRecord, type SessionEvent, type SessionStatus, parseWorkflowInput } from './types.js';
+import { ApprovalPolicySchema, FailureTypes, SessionUserSchema, statusQuery, type CompensationRecord, type SessionStatus, parseWorkflowInput } from './types.js';
 
 /** One declared step. */
 export const ChainStepSchema = z.object({
@@ -66,7 +66,6 @@ export function resolveRefs(value: unknown, done: ReadonlyMap<string, unknown>):
 /** Runs the declared steps in order. */
 export async function toolChain(args: ToolChainInputArgs): Promise<ToolChainResult> {
   const input = parseWorkflowInput(ToolChainInputSchema, args, 'chain');
-  const events: SessionEvent[] = [];
   let state: SessionStatus['state'] = 'running';
   let step = 'starting';
   let current = 0;
@@ -75,20 +74,9 @@ export async function toolChain(args: ToolChainInputArgs): Promise<ToolChainResu
     user: input.user,
     tools: toolRegistry,
     approval: input.approval,
-    onEvent: (e) => events.push({ ...e, seq: events.length + 1 } as SessionEvent),
     onChange: () => undefined,
   });
-  setHandler(statusQuery, () => ({
-    state,
-    step,
-    iteration: current,
-    usage: { input_tokens: 0, output_tokens: 0 },
-    toolCalls: runner.toolCalls.length,
-    events,
-    approvals: runner.approvals,
-    approvalLog: runner.approvalLog,
-    compensations: runner.compensations,
-  }));
+  setHandler(statusQuery, () => runner.status({ state, step, iteration: current, usage: { input_tokens: 0, output_tokens: 0 } }));
 
   const done = new Map<string, unknown>();
   const results: ChainStepResult[] = [];
