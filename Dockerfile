@@ -1,4 +1,4 @@
-# Keel worker / demo services image. Used by docker-compose.yml (services keel-worker and keel-demo):
+# Keel worker / demo services image (the worker runs the tools module named by KEEL_TOOLS; put yours in). Used by docker-compose.yml (services keel-worker and keel-demo):
 #   docker build -t keel:local .
 #   docker run --rm -e TEMPORAL_ADDRESS=host.docker.internal:7233 -e ANTHROPIC_API_KEY=... keel:local
 # Keel runs its TypeScript sources through tsx (bin/keel.js), so there is no build step.
@@ -16,7 +16,8 @@ RUN npm ci --omit=dev && npm cache clean --force
 # --- runtime: no compilers ---
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production \
-    KEEL_DATA_DIR=/app/.keel
+    KEEL_DATA_DIR=/app/.keel \
+    KEEL_TOOLS=examples/support-desk/tools.ts
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY . .

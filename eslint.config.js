@@ -27,13 +27,16 @@ export default tseslint.config(
   {
     // Tool modules are bundled into workflow code (the workflow reads their schemas and policies), so
     // they must be importable in the sandbox: no Node built-ins or I/O packages at the top level.
-    files: ['src/tools/**/*.ts'],
+    files: ['src/tools/**/*.ts', 'src/agents/**/*.ts', 'src/app/registry.ts', 'src/workflow.ts', 'examples/*/tools.ts', 'examples/*/downstream.ts', 'test/app/tools.ts', 'test/fixtures/*-tools.ts', 'bench/**/tools.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
         {
           paths: nodeBuiltins.map((name) => ({ name, message: 'Tool modules are bundled into workflows: no Node built-ins; use ctx and fetch.' })),
-          patterns: [{ group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity', 'pino', 'better-sqlite3', 'pg'], message: 'Tool modules are bundled into workflows: no I/O packages at the top level.' }],
+          patterns: [
+            { group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity', 'pino', 'better-sqlite3', 'pg'], message: 'Tool modules are bundled into workflows: no I/O packages at the top level.' },
+            { regex: '^keel(/testing)?$', message: "Tool modules are bundled into workflows: import 'keel/workflow', not the main entry." },
+          ],
         },
       ],
     },

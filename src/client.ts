@@ -4,20 +4,26 @@
  * before anything reaches Temporal.
  */
 import { randomUUID } from 'node:crypto';
-import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { Client, Connection, WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import { defaultModel, loadConfig, temporalConnectionOptions, type KeelConfig } from './config.js';
 import {
   ApprovalDecisionSchema,
   SessionInputSchema,
+  UserMessageSchema,
   decideApprovalUpdate,
+  endConversationSignal,
   pendingApprovalsQuery,
+  sendMessageUpdate,
   statusQuery,
   type ApprovalDecision,
   type ApprovalOutcome,
   type ApprovalRequest,
   type SessionInputArgs,
   type SessionResult,
+  type SessionEvent,
   type SessionStatus,
+  type TurnAnswer,
   describeIssues,
 } from './workflows/types.js';
 import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
@@ -34,9 +40,8 @@ export class SessionInputError extends Error {
   override readonly name = 'SessionInputError';
 }
 
-/** What `startSession` needs; `model` defaults to the configured endpoint's model. */
-export type StartSessionOptions = Omit<SessionInputArgs, 'model'> & {
-  model?: string;
+/** What `startSession` needs; the model defaults to the agent's, then KEEL_MODEL (or Claude with an API key). */
+export type StartSessionOptions = Omit<SessionInputArgs, 'defaultModel'> & {
   /** Workflow ID (`session-<uuid>`). */
   sessionId?: string;
 };
@@ -44,7 +49,8 @@ export type StartSessionOptions = Omit<SessionInputArgs, 'model'> & {
 /** A started session. */
 export interface SessionHandle {
   sessionId: string;
-  handle: WorkflowHandle<typeof agentSession>;
+  /** The handle, with the first run's id (the session's later runs continue from it). */
+  handle: WorkflowHandleWithFirstExecutionRunId<typeof agentSession>;
 }
 
 /** The Keel client. */
@@ -64,10 +70,13 @@ export class KeelClient {
   /** Starts a session; throws `SessionInputError` naming every bad field. */
   async startSession(opts: StartSessionOptions): Promise<SessionHandle> {
     const { sessionId: requestedId, ...rest } = opts;
-    const model = rest.model ?? defaultModel(this.config);
-    const parsed = SessionInputSchema.safeParse({ ...rest, model });
+    const fallback = defaultModel(this.config);
+    const parsed = SessionInputSchema.safeParse({ ...rest, ...(fallback ? { defaultModel: fallback } : {}) });
     if (!parsed.success) {
       throw new SessionInputError(describeIssues(parsed.error, 'input'));
+    }
+    if (!parsed.data.model && !parsed.data.agent && !parsed.data.defaultModel) {
+      throw new SessionInputError('model: none given; pass a model (with the scripted model: scripted/<scenario>), name an agent that has one, or set KEEL_MODEL');
     }
     const sessionId = requestedId ?? `session-${randomUUID()}`;
     const firstLine = parsed.data.prompt.split('\n', 1)[0]!;
@@ -76,9 +85,11 @@ export class KeelClient {
       workflowId: sessionId,
       args: [parsed.data],
       staticSummary: truncateBytes(firstLine, 200),
-      staticDetails: `**User:** ${parsed.data.user.id} · **model:** ${parsed.data.model}\n\n${truncateBytes(parsed.data.prompt, 4000)}`,
+      staticDetails:
+        `**User:** ${parsed.data.user.id} · **agent:** ${parsed.data.agent ?? 'default'} · **model:** ${parsed.data.model ?? parsed.data.defaultModel ?? "the agent's"}` +
+        `\n\n${truncateBytes(parsed.data.prompt, 4000)}`,
     });
-    return { sessionId, handle: handle as WorkflowHandle<typeof agentSession> };
+    return { sessionId, handle: handle as WorkflowHandleWithFirstExecutionRunId<typeof agentSession> };
   }
 
   /** The handle of an existing session. */
@@ -94,6 +105,39 @@ export class KeelClient {
   /** Waits for the session's result; a failed session throws `WorkflowFailedError`. */
   async result(sessionId: string): Promise<SessionResult> {
     return this.session(sessionId).result();
+  }
+
+  /**
+   * Sends a follow-up message and waits for its answer (the `sendMessage` update). The session must be a
+   * conversation (an `idleTimeout`) that has not ended; a turn that waits for an approval waits here too.
+   * @throws SessionInputError for an empty or oversized message.
+   */
+  async sendMessage(sessionId: string, text: string): Promise<TurnAnswer> {
+    const parsed = UserMessageSchema.safeParse({ text });
+    if (!parsed.success) throw new SessionInputError(describeIssues(parsed.error, 'text'));
+    try {
+      return await this.session(sessionId).executeUpdate(sendMessageUpdate, { args: [parsed.data] });
+    } catch (err) {
+      // The session refused the message (its validator: the conversation has ended): say why, as bad input.
+      if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) throw new SessionInputError(err.cause.message);
+      // The session closed while the message was on its way.
+      const state = (await this.session(sessionId).describe().catch(() => undefined))?.status.name;
+      if (state && state !== 'RUNNING') throw new SessionInputError(`the session has ${state === 'COMPLETED' ? 'ended' : state.toLowerCase()}; start a new session`);
+      throw err;
+    }
+  }
+
+  /** Ends a conversation: the session answers what it was asked and completes. */
+  async endConversation(sessionId: string): Promise<void> {
+    await this.session(sessionId).signal(endConversationSignal);
+  }
+
+  /** Running Keel sessions and chains on this client's task queue. */
+  async listRunning(): Promise<Array<{ workflowId: string; runId: string; type: string }>> {
+    const found = [];
+    const query = `ExecutionStatus = 'Running' AND TaskQueue = '${this.config.KEEL_TASK_QUEUE}' AND (WorkflowType = 'agentSession' OR WorkflowType = 'toolChain')`;
+    for await (const wf of this.temporal.workflow.list({ query })) found.push({ workflowId: wf.workflowId, runId: wf.runId, type: wf.type });
+    return found;
   }
 
   /** Requests cancellation of a session. */
@@ -189,14 +233,30 @@ function truncateBytes(text: string, max: number): string {
 export async function followSession(
   client: KeelClient,
   sessionId: string,
-  onEvent: (event: SessionStatus['events'][number]) => void,
-  opts: { intervalMs?: number } = {},
+  onEvent: (event: SessionEvent) => void,
+  opts: { intervalMs?: number; since?: number } = {},
 ): Promise<SessionResult> {
-  let seen = 0;
+  return followUntil(client, sessionId, client.result(sessionId), onEvent, opts);
+}
+
+/**
+ * Calls `onEvent` once for each new event of the session (after event `since`), in order, until `until`
+ * settles (a result, an update's answer); then returns what it settled with (or throws its error).
+ */
+export async function followUntil<T>(
+  client: KeelClient,
+  sessionId: string,
+  until: Promise<T>,
+  onEvent: (event: SessionEvent) => void,
+  opts: { intervalMs?: number; since?: number } = {},
+): Promise<T> {
+  let seen = opts.since ?? 0;
   let done = false;
-  const result = client.result(sessionId).finally(() => {
+  const settled = until.finally(() => {
     done = true;
   });
+  // Handled below (raced, then returned); without this a failure during the first poll is "unhandled".
+  settled.catch(() => undefined);
   const drain = async (): Promise<void> => {
     const status = await client.status(sessionId).catch(() => undefined);
     for (const e of status?.events ?? []) {
@@ -208,8 +268,8 @@ export async function followSession(
   };
   while (!done) {
     await drain();
-    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, opts.intervalMs ?? 250))]);
+    await Promise.race([settled.catch(() => undefined), new Promise((r) => setTimeout(r, opts.intervalMs ?? 250))]);
   }
   await drain();
-  return result;
+  return settled;
 }

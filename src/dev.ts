@@ -1,16 +1,15 @@
 /**
- * The embedded stack behind `keel dev` and `keel demo`: a Temporal dev server (reused when one answers
- * at TEMPORAL_ADDRESS, else started in the background on a SQLite file under KEEL_DATA_DIR so it outlives
- * the command and keeps its Web UI up), the scripted Messages API server when no ANTHROPIC_API_KEY or
- * ANTHROPIC_BASE_URL is set, the demo services when no KEEL_DEMO_URL is set, and a worker in-process.
+ * The embedded stack behind `keel dev` (and an example's demo): a Temporal dev server (reused when one
+ * answers at TEMPORAL_ADDRESS, else started in the background on a SQLite file under KEEL_DATA_DIR so it
+ * outlives the command and keeps its Web UI up), the scripted Messages API server when no
+ * ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL is set, and a worker in-process running the given tools module.
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { dataDir, loadConfig, type KeelConfig } from './config.js';
-import { startDemoServices, type DemoServices } from './demo/index.js';
 import { ensureTemporal } from './devserver/index.js';
 import { createLogger } from './logging.js';
-import { startScriptedModel, type ScriptedModelServer } from './scripted/index.js';
+import { scenarioDirs, startScriptedModel, type ScriptedModelServer } from './testing/scripted/index.js';
 import { createKeelWorker, type KeelWorker } from './worker.js';
 
 /** A running embedded stack. */
@@ -24,7 +23,6 @@ export interface EmbeddedStack {
   uiUrl?: string;
   /** Set when the scripted model runs in-process. */
   modelUrl?: string;
-  demoUrl?: string;
   worker: KeelWorker;
   /** Where the worker's structured logs go. */
   workerLog: string;
@@ -32,10 +30,20 @@ export interface EmbeddedStack {
   stop(): Promise<void>;
 }
 
+/** Options of `startEmbeddedStack`. */
+export interface EmbeddedStackOptions {
+  /** The tools module the worker runs. */
+  tools: string;
+  /** Environment (process.env); also what the tools see, with the stack's endpoints added. */
+  env?: NodeJS.ProcessEnv;
+  /** Directories of scenarios for the scripted model (`./scenarios`, KEEL_SCENARIOS_DIR and `scenarios/` beside the tools module). */
+  scenarioDirs?: string[];
+  /** Progress lines. */
+  log?: (line: string) => void;
+}
+
 /** Starts whatever of the stack is not already reachable. */
-export async function startEmbeddedStack(
-  opts: { env?: NodeJS.ProcessEnv; log?: (line: string) => void } = {},
-): Promise<EmbeddedStack> {
+export async function startEmbeddedStack(opts: EmbeddedStackOptions): Promise<EmbeddedStack> {
   const env = { ...(opts.env ?? process.env) };
   const log = opts.log ?? (() => {});
   const base = loadConfig(env);
@@ -55,46 +63,45 @@ export async function startEmbeddedStack(
   log(temporal.reused ? `temporal: using ${temporal.address}` : `temporal: started at ${temporal.address}${uiUrl ? `, Web UI ${uiUrl}` : ''}`);
 
   let model: ScriptedModelServer | undefined;
-  let demo: DemoServices | undefined;
   try {
     if (!base.ANTHROPIC_API_KEY && !base.ANTHROPIC_BASE_URL) {
-      model = await startScriptedModel();
+      // Scenarios: ./scenarios, KEEL_SCENARIOS_DIR, and the `scenarios/` folder beside the tools module.
+      const dirs = opts.scenarioDirs ?? [...scenarioDirs(env), path.join(path.dirname(path.resolve(opts.tools)), 'scenarios')];
+      model = await startScriptedModel({ scenarioDirs: dirs });
       env.ANTHROPIC_BASE_URL = model.url;
       log(`model: scripted Messages API at ${model.url} (set ANTHROPIC_API_KEY to use Claude)`);
-    }
-    if (!base.KEEL_DEMO_URL) {
-      demo = await startDemoServices();
-      env.KEEL_DEMO_URL = demo.url;
-      log(`demo services: ${demo.url} (ledger at ${demo.url}/ledger)`);
     }
     env.TEMPORAL_ADDRESS = temporal.address;
     const config = loadConfig(env);
     const workerLog = config.KEEL_LOG_FILE ?? path.join(dir, 'worker.log');
     const worker = await createKeelWorker({
+      tools: opts.tools,
       config,
       toolEnv: env,
       logger: createLogger({ level: config.KEEL_LOG_LEVEL, file: workerLog }),
     });
     const running = worker.worker.run();
-    log(`worker: polling task queue ${config.KEEL_TASK_QUEUE} (logs: ${path.relative(process.cwd(), workerLog)})`);
+    log(
+      `worker: polling task queue ${config.KEEL_TASK_QUEUE} with ${worker.app.tools.size} tools from ${opts.tools}` +
+        `${worker.app.agents.size ? ` and agents ${[...worker.app.agents.keys()].join(', ')}` : ''} (logs: ${path.relative(process.cwd(), workerLog)})`,
+    );
     return {
       config,
       env: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined)),
       temporalAddress: temporal.address,
       ...(uiUrl ? { uiUrl } : {}),
       ...(model ? { modelUrl: model.url } : {}),
-      ...(env.KEEL_DEMO_URL ? { demoUrl: env.KEEL_DEMO_URL } : {}),
       worker,
       workerLog,
       async stop() {
         worker.worker.shutdown();
         await running.catch(() => undefined);
-        await worker.connection.close();
-        await Promise.all([model?.close(), demo?.close()]);
+        await worker.close();
+        await model?.close();
       },
     };
   } catch (err) {
-    await Promise.all([model?.close(), demo?.close()]);
+    await model?.close();
     throw err;
   }
 }

@@ -1,19 +1,36 @@
-/** Keel's library surface: define tools, run workers, start and follow sessions. Everything else is internal. */
-export { KeelClient, SessionInputError, failureMessage, followSession, type StartSessionOptions, type SessionHandle, type PendingApprovalListing } from './client.js';
+/**
+ * Keel's library surface (`keel`): define tools and agents, run workers and the embedded stack, start
+ * and follow sessions and conversations, replay histories. Sandbox-safe pieces for tools modules are in
+ * `keel/workflow`; the scripted model and test helpers in `keel/testing`. Everything else is internal.
+ */
+export * from './workflow.js';
+export {
+  KeelClient,
+  SessionInputError,
+  failureMessage,
+  followSession,
+  followUntil,
+  type StartSessionOptions,
+  type SessionHandle,
+  type PendingApprovalListing,
+} from './client.js';
 export { createKeelWorker, type KeelWorker, type KeelWorkerOptions } from './worker.js';
 export { loadConfig, ConfigError, type KeelConfig } from './config.js';
-export { defineTool, ToolError, ToolDefinitionError, toolRegistry, type Tool, type ToolSpec, type ToolContext, type RiskTier, type StatusCheckResult } from './tools/index.js';
-export { replayHistory, replaySession, readHistoryFile, writeHistoryFile, type ReplayReport } from './replay.js';
-export type {
-  ApprovalDecision,
-  ApprovalOutcome,
-  ApprovalRequest,
-  CompensationRecord,
-  SessionInputArgs,
-  SessionResult,
-  SessionStatus,
-  SessionEvent,
-  ToolCallRecord,
-} from './workflows/types.js';
+export { bundleApp, loadApp } from './app/load.js';
+export { startEmbeddedStack, type EmbeddedStack, type EmbeddedStackOptions } from './dev.js';
+export {
+  openStore,
+  openSqliteStore,
+  ConversationMissingError,
+  type ConversationStore,
+  type KeelStore,
+  type Admission,
+  type BreakerPolicy,
+  type BreakerRow,
+  type BreakerState,
+  type BreakerTransition,
+  type DisabledTool,
+} from './store/index.js';
+export { replayHistory, replayRunning, replaySession, readHistoryFile, writeHistoryFile, type ReplayReport, type ReplayBundle } from './replay.js';
+export { describeEvent, describeResult, followInTerminal, followTurn, terminalOutput, type TerminalOut, type AutoApprover } from './terminal.js';
 export type { ToolChainInputArgs, ToolChainResult } from './workflows/toolChain.js';
-export { approvalSignal, decideApprovalUpdate, pendingApprovalsQuery, statusQuery } from './workflows/types.js';

@@ -1,13 +1,14 @@
 /**
- * Replay: run a recorded session history against the current workflow code and report whether the code
- * still makes the same decisions. A `DeterminismViolationError` means a change to `src/workflows/`
- * would break sessions that are running now.
+ * Replay: run a recorded session history against a workflow bundle (the current code with a tools
+ * module, from `bundleApp`) and report whether the code still makes the same decisions. A
+ * `DeterminismViolationError` means the change would break sessions that are running now; `replayRunning`
+ * checks every open session before a deploy.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
-import { WORKFLOWS_PATH } from './worker.js';
+import type { KeelClient } from './client.js';
 
 type History = ReturnType<typeof historyFromJSON>;
 
@@ -33,19 +34,14 @@ export async function writeHistoryFile(file: string, history: History): Promise<
   await writeFile(file, `${JSON.stringify(JSON.parse(historyToJSON(history)), null, 1)}\n`);
 }
 
+/** A workflow bundle to replay against (`bundleApp(tools)`, or a prebuilt one's `codePath`). */
+export type ReplayBundle = NonNullable<WorkerOptions['workflowBundle']>;
+
 /** Replays one history; never throws for a determinism problem, only reports it. */
-export async function replayHistory(
-  history: History,
-  workflowId: string,
-  opts: { workflowBundle?: WorkerOptions['workflowBundle'] } = {},
-): Promise<ReplayReport> {
+export async function replayHistory(history: History, workflowId: string, opts: { workflowBundle: ReplayBundle }): Promise<ReplayReport> {
   const events = history.events?.length ?? 0;
   try {
-    await Worker.runReplayHistory(
-      opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH },
-      history,
-      workflowId,
-    );
+    await Worker.runReplayHistory({ workflowBundle: opts.workflowBundle }, history, workflowId);
     return { workflowId, events, deterministic: true };
   } catch (err) {
     const e = err as Error;
@@ -59,11 +55,21 @@ export async function replayHistory(
 }
 
 /** Fetches a session's history from the server and replays it. */
-export async function replaySession(
-  client: Client,
-  workflowId: string,
-  opts: { workflowBundle?: WorkerOptions['workflowBundle'] } = {},
-): Promise<ReplayReport> {
+export async function replaySession(client: Client, workflowId: string, opts: { workflowBundle: ReplayBundle }): Promise<ReplayReport> {
   const history = await client.workflow.getHandle(workflowId).fetchHistory();
   return replayHistory(history, workflowId, opts);
+}
+
+/**
+ * Replays the current run of every running session and chain on the client's task queue against the
+ * bundle. Run it with the build you are about to deploy: any report with `deterministic: false` names a
+ * session that build would break.
+ */
+export async function replayRunning(client: KeelClient, opts: { workflowBundle: ReplayBundle }): Promise<ReplayReport[]> {
+  const reports: ReplayReport[] = [];
+  for (const wf of await client.listRunning()) {
+    const history = await client.temporal.workflow.getHandle(wf.workflowId, wf.runId).fetchHistory();
+    reports.push(await replayHistory(history, wf.workflowId, opts));
+  }
+  return reports;
 }

@@ -1,27 +1,31 @@
 /**
- * The Keel worker: connects to Temporal, registers `agentSession` and the activities (`callModel` and
- * one per tool, named after the tool), with pino as the runtime logger. Thin on purpose: everything it
- * wires lives in `workflows/`, `activities/` and `tools/`.
+ * The Keel worker: loads the team's tools module, bundles it with Keel's workflows (the workflow reads
+ * the tools' schemas and policies and the agents), registers the activities (`callModel` and one per
+ * tool, named after the tool) and opens the conversation store, with pino as the runtime logger. Thin
+ * on purpose: everything it wires lives in `app/`, `workflows/`, `activities/` and `store/`.
  */
-import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Logger as PinoLogger } from 'pino';
-import { createModelActivities, createToolActivities } from './activities/index.js';
+import { createAuditActivities, createAvailabilityActivities, createModelActivities, createToolActivities } from './activities/index.js';
+import { bundleApp, loadApp } from './app/load.js';
+import type { KeelApp } from './app/registry.js';
 import { loadConfig, modelEndpoint, temporalConnectionOptions, type KeelConfig } from './config.js';
 import { createLogger, installRuntimeLogger } from './logging.js';
-import { toolRegistry, type Tool } from './tools/index.js';
-
-/** The workflow entry point the worker bundles. */
-export const WORKFLOWS_PATH = fileURLToPath(new URL('./workflows/index.ts', import.meta.url));
+import { openStore, type KeelStore } from './store/index.js';
 
 /** Options for `createKeelWorker`. */
 export interface KeelWorkerOptions {
+  /** Path of the team's tools module: it exports `defineTool` (and `defineAgent`) values. */
+  tools: string;
   /** Validated configuration (from the environment by default). */
   config?: KeelConfig;
-  /** Tools to register (the whole registry by default). */
-  tools?: Iterable<Tool>;
-  /** A prebuilt workflow bundle (tests bundle once); otherwise the worker bundles `WORKFLOWS_PATH`. */
+  /**
+   * A prebuilt workflow bundle of the same tools module (`bundleApp`; tests bundle once); otherwise
+   * `KEEL_WORKFLOW_BUNDLE`, otherwise the worker bundles at start (1–3 s).
+   */
   workflowBundle?: WorkerOptions['workflowBundle'];
+  /** The conversation store (opened from the configuration by default, and then closed with the worker). */
+  store?: KeelStore;
   /** Logger to install as Temporal's runtime logger (created from config by default). */
   logger?: PinoLogger;
   /** Environment handed to tools (`process.env` by default). */
@@ -30,47 +34,88 @@ export interface KeelWorkerOptions {
   worker?: Partial<Omit<WorkerOptions, 'connection' | 'taskQueue' | 'namespace' | 'activities'>>;
 }
 
-/** A worker and the connection it owns. */
+/** A worker, the connection and store it owns, and the app it runs. */
 export interface KeelWorker {
   worker: Worker;
   connection: NativeConnection;
-  /** Shuts the worker down and closes the connection. */
+  app: KeelApp;
+  store: KeelStore;
+  /** Shuts the worker down and closes the connection (and the store, when the worker opened it). */
   close(): Promise<void>;
 }
 
-/** Creates a worker ready to `run()`. */
-export async function createKeelWorker(opts: KeelWorkerOptions = {}): Promise<KeelWorker> {
+/**
+ * Creates a worker ready to `run()`.
+ * @throws AppDefinitionError (naming the tool or agent) when the tools module is wrong.
+ */
+export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWorker> {
   const config = opts.config ?? loadConfig();
   const logger = installRuntimeLogger(opts.logger ?? createLogger({ level: config.KEEL_LOG_LEVEL, file: config.KEEL_LOG_FILE }));
   const model = modelEndpoint(config);
+  const app = await loadApp(opts.tools);
+  for (const warning of app.warnings) logger.warn({ tools: opts.tools }, warning);
   const toolEnv = opts.toolEnv ?? process.env;
-  const workflowBundle = opts.workflowBundle ?? (config.KEEL_WORKFLOW_BUNDLE ? { codePath: config.KEEL_WORKFLOW_BUNDLE } : undefined);
-  const connection = await NativeConnection.connect(temporalConnectionOptions(config));
+  const workflowBundle =
+    opts.workflowBundle ??
+    (config.KEEL_WORKFLOW_BUNDLE ? { codePath: config.KEEL_WORKFLOW_BUNDLE } : await bundleApp(opts.tools, { logger: quietBundler(logger) }));
+  const store = opts.store ?? (await openStore(config));
+  const closeStore = () => (opts.store ? Promise.resolve() : store.close());
+  let connection: NativeConnection;
+  try {
+    connection = await NativeConnection.connect(temporalConnectionOptions(config));
+  } catch (err) {
+    await closeStore();
+    throw err;
+  }
   try {
     const worker = await Worker.create({
       connection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.KEEL_TASK_QUEUE,
-      ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+      workflowBundle,
       activities: {
-        ...createModelActivities({ apiKey: model.apiKey, ...(model.baseURL ? { baseURL: model.baseURL } : {}) }),
-        ...createToolActivities(opts.tools ?? toolRegistry.values(), { env: toolEnv }),
+        ...createModelActivities({ store, apiKey: model.apiKey, ...(model.baseURL ? { baseURL: model.baseURL } : {}) }),
+        ...createToolActivities(app.tools.values(), { store, env: toolEnv }),
+        ...createAvailabilityActivities(store),
+        ...createAuditActivities(store),
       },
       shutdownGraceTime: '5s',
       ...(config.KEEL_MAX_CACHED_WORKFLOWS !== undefined ? { maxCachedWorkflows: config.KEEL_MAX_CACHED_WORKFLOWS } : {}),
       ...opts.worker,
     });
-    logger.info({ taskQueue: config.KEEL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE, model: model.kind }, 'worker ready');
+    logger.info(
+      { taskQueue: config.KEEL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE, model: model.kind, tools: app.tools.size, agents: [...app.agents.keys()], store: store.kind },
+      'worker ready',
+    );
     return {
       worker,
       connection,
+      app,
+      store,
       async close() {
-        if (worker.getState() === 'RUNNING') worker.shutdown();
-        await connection.close();
+        try {
+          // The SDK releases its hold on the connection only when run() ends: end it, or run it for nothing.
+          const state = worker.getState();
+          if (state === 'INITIALIZED') await worker.runUntil(Promise.resolve());
+          else if (state === 'RUNNING') {
+            worker.shutdown();
+            while (!['STOPPED', 'FAILED'].includes(worker.getState())) await new Promise((r) => setTimeout(r, 20));
+          }
+          await connection.close();
+        } finally {
+          await closeStore();
+        }
       },
     };
   } catch (err) {
     await connection.close();
+    await closeStore();
     throw err;
   }
+}
+
+/** Webpack's progress at info level is noise in a worker's log; keep its warnings and errors. */
+function quietBundler(logger: PinoLogger) {
+  const pass = (level: 'warn' | 'error') => (message: string, meta?: Record<string, unknown>) => logger[level](meta ?? {}, message);
+  return { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: pass('warn'), error: pass('error') };
 }

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, startHarness, type Harness } from './support/harness.js';
-import { runKeel } from './support/processes.js';
+import { runCommand, runKeel } from './support/processes.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -26,10 +26,14 @@ describe('bad usage exits 2 with a one-line reason', () => {
     ['an unknown option', ['run', '--colour', 'red', 'hi'], {}, /^keel: Unknown option '--colour'/],
     ['a bad number', ['run', '--max-iterations', 'lots', 'hi'], {}, /^keel: --max-iterations must be a whole number >= 1 \(got 'lots'\)/],
     ['status without a session', ['status'], {}, /^keel: keel status takes one session id/],
-    ['replay with both an id and a file', ['replay', 'x', '--file', 'y.json'], {}, /^keel: keel replay takes one session id, or --file/],
+    ['replay with both an id and a file', ['replay', 'x', '--file', 'y.json'], {}, /^keel: keel replay takes one session id, --file <history.json>, or --running/],
     ['replay of a file that is not a history', ['replay', '--file', path.join(ROOT, 'package.json')], {}, /not a workflow history/],
+    ['a worker without a tools module', ['worker'], { KEEL_TOOLS: '' }, /^keel: keel worker needs --tools <module>/],
+    ['a tools module that does not exist', ['worker', '--tools', 'nope/tools.ts'], {}, /^keel: tools module nope\/tools\.ts: no such file/],
+    ['chat with a session that does not exist', ['chat', 'session-nope'], {}, /^keel: no session 'session-nope'/],
+    ['--chat with --detach', ['run', '--chat', '--detach', 'hi'], {}, /^keel: --chat and --detach do not go together/],
     ['a bad TEMPORAL_ADDRESS', ['status', 'x'], { TEMPORAL_ADDRESS: 'not an address' }, /^keel: TEMPORAL_ADDRESS: expected host:port/],
-    ['half an mTLS pair', ['status', 'x'], { TEMPORAL_TLS_CERT: '/tmp/c.pem' }, /^keel: TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together/],
+    ['half an mTLS pair', ['status', 'x'], { TEMPORAL_TLS_CLIENT_CERT_PATH: '/tmp/c.pem' }, /^keel: TEMPORAL_TLS_CLIENT_CERT_PATH: the client certificate and key go together/],
     ['a session that does not exist', ['status', 'session-nope'], {}, /^keel: no session 'session-nope' in namespace default/],
     ['an invalid session input', ['run', '--session-id', 'x', '--max-iterations', '500', 'hi'], {}, /^keel: maxIterations: Too big/],
   ];
@@ -44,7 +48,7 @@ describe('bad usage exits 2 with a one-line reason', () => {
 
 describe('driving sessions', () => {
   it('keel run --json prints one JSON document with the answer; status and replay report on it', async () => {
-    const run = await h.withWorker(() => keel(['run', '--json', '--model', 'scripted/bad-input', '--user', 'u1', 'What is ord_1001?']));
+    const run = await h.withWorker(() => keel(['run', '--json', '--agent', 'support', '--model', 'scripted/bad-input', '--user', 'u1', 'What is ord_1001?']));
     expect(run.code).toBe(0);
     const doc = JSON.parse(run.stdout) as { sessionId: string; status: string; answer: string; toolCalls: unknown[] };
     expect(doc).toMatchObject({ status: 'completed', answer: 'Order ord_1001 totals 129.00 USD.' });
@@ -61,9 +65,15 @@ describe('driving sessions', () => {
     expect(offline.code).toBe(0);
     expect(JSON.parse(offline.stdout)).toMatchObject({ workflowStatus: 'COMPLETED', answer: 'Order ord_1001 totals 129.00 USD.', toolCalls: 3 });
 
-    const replay = await keel(['replay', '--json', doc.sessionId], { KEEL_WORKFLOW_BUNDLE: '' });
+    const replay = await keel(['replay', '--json', '--tools', 'examples/support-desk/tools.ts', doc.sessionId], { KEEL_WORKFLOW_BUNDLE: '' });
     expect(replay.code).toBe(0);
     expect(JSON.parse(replay.stdout)).toMatchObject({ workflowId: doc.sessionId, deterministic: true });
+  }, 60_000);
+
+  it('keel run exits 2 when the worker refuses the session input (an agent it does not have)', async () => {
+    const run = await h.withWorker(() => keel(['run', '--json', '--agent', 'nobody', '--model', 'scripted/bad-input', 'hello']));
+    expect(run.code).toBe(2);
+    expect(JSON.parse(run.stdout)).toMatchObject({ status: 'failed', error: "unknown agent 'nobody' (this worker's agents: support; omit it for the default agent)" });
   }, 60_000);
 
   it('keel run exits 1 when the session fails, with the reason', async () => {
@@ -73,14 +83,19 @@ describe('driving sessions', () => {
   }, 60_000);
 });
 
-describe('keel demo', () => {
+describe('npm run demo (the support-desk example)', () => {
   it('runs the demo session on the embedded defaults and ends with its answer (approvals given with --approve-as)', async () => {
     // Reuses the shared test server (TEMPORAL_ADDRESS); starts its own scripted model, demo services and worker.
     const { ANTHROPIC_BASE_URL: _model, KEEL_DEMO_URL: _demo, ...env } = h.env;
-    const { code, stdout, stderr } = await runKeel(['demo', '--json', '--approve-as', 'manager-1'], { ...env, ANTHROPIC_BASE_URL: undefined, KEEL_DEMO_URL: undefined });
+    const { code, stdout, stderr } = await runCommand(
+      process.execPath,
+      [path.join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), path.join(ROOT, 'examples', 'support-desk', 'demo.ts'), '--json', '--approve-as', 'manager-1'],
+      { ...env, ANTHROPIC_BASE_URL: undefined, KEEL_DEMO_URL: undefined },
+    );
     expect(code, stderr).toBe(0);
-    const doc = JSON.parse(stdout) as { status: string; answer: string; toolCalls: Array<{ name: string; approvalRequestId?: string }> };
+    const doc = JSON.parse(stdout) as { status: string; answer: string; agent: string; toolCalls: Array<{ name: string; approvalRequestId?: string }> };
     expect(doc.status).toBe('completed');
+    expect(doc.agent).toBe('support');
     expect(doc.answer).toMatch(/^Done: I refunded the full 129.00 USD/);
     expect(doc.toolCalls.filter((t) => t.approvalRequestId).map((t) => t.name)).toEqual(['issue_refund', 'send_email']);
     expect(stderr).toMatch(/model: scripted Messages API at http:\/\/127\.0\.0\.1:\d+/);

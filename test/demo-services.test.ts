@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { demoClient, DemoHttpError, startDemoServices, type DemoClient, type DemoServices } from '../src/demo/index.js';
+import { demoClient, DemoHttpError, startDemoServices, type DemoClient, type DemoServices } from '../examples/support-desk/services/index.js';
 
 interface Answer {
   status: number;
@@ -265,6 +265,24 @@ describe('demo services', () => {
       const changes = (await demo.ledger()).plan_changes.filter((p) => p.customer_id === 'cust_002');
       expect(changes.map((p) => [p.previous_plan, p.plan])).toEqual([['free', 'pro'], ['pro', 'free']]);
       expect((await api('POST', '/accounts/cust_404/plan', { body: { plan: 'pro' } })).status).toBe(404);
+    });
+  });
+
+  describe('request counts', () => {
+    it('counts every business request by method and resource, faulted ones too, and not the control endpoints', async () => {
+      const before = await demo.stats();
+      await demo.setFault({ endpoint: '/orders', status: 503 });
+      await api('GET', '/orders/ord_1001');
+      await api('GET', '/orders/ord_1002');
+      await demo.clearFaults();
+      await api('GET', '/orders/ord_1001');
+      await api('GET', '/kb/search?q=refund');
+      await demo.ledger();
+      const after = await demo.stats();
+      const delta = (k: string) => (after.requests[k] ?? 0) - (before.requests[k] ?? 0);
+      expect([delta('GET /orders'), delta('GET /kb')]).toEqual([3, 1]);
+      expect(after.total - before.total).toBe(4);
+      expect(after.requests['GET /ledger']).toBeUndefined();
     });
   });
 

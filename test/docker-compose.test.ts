@@ -150,7 +150,8 @@ describe('docker-compose.yml', () => {
     const env = envOf(worker);
 
     it('sets only environment variables Keel knows (catches typos)', () => {
-      const unknown = Object.keys(env).filter((k) => !knownKeelEnv.has(k));
+      // KEEL_DEMO_URL is the example tools' own setting (they read it from their environment), not Keel's.
+      const unknown = Object.keys(env).filter((k) => !knownKeelEnv.has(k) && k !== 'KEEL_DEMO_URL');
       expect(unknown, `not in KeelEnvSchema: ${unknown.join(', ')}`).toEqual([]);
       const demoUnknown = Object.keys(envOf(service('keel-demo'))).filter((k) => !knownKeelEnv.has(k));
       expect(demoUnknown, `keel-demo sets variables not in KeelEnvSchema: ${demoUnknown.join(', ')}`).toEqual([]);
@@ -166,6 +167,7 @@ describe('docker-compose.yml', () => {
         'KEEL_MODEL',
         'KEEL_DEMO_URL',
         'KEEL_AUDIT_URL',
+        'KEEL_TOOLS',
       ]) {
         expect(env, `keel-worker does not set ${k}`).toHaveProperty([k]);
       }
@@ -201,7 +203,8 @@ describe('docker-compose.yml', () => {
       const substituted = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, interpolateUnset(v)]));
       const config = loadConfig(substituted);
       expect(config.TEMPORAL_ADDRESS).toBe('temporal:7233');
-      expect(config.KEEL_DEMO_URL).toBe('http://keel-demo:4100');
+      expect(config.KEEL_TOOLS).toBe('examples/support-desk/tools.ts');
+      expect(existsSync(path.join(root, config.KEEL_TOOLS!))).toBe(true);
       expect(() => loadConfig({ ...substituted, ANTHROPIC_API_KEY: 'sk-test' })).not.toThrow();
     });
 
@@ -209,7 +212,8 @@ describe('docker-compose.yml', () => {
       expect(worker.build).toBeDefined();
       expect(commandOf(worker)).toBe('node bin/keel.js worker');
       expect(existsSync(path.join(root, 'bin/keel.js'))).toBe(true);
-      expect(commandOf(service('keel-demo'))).toMatch(/^node bin\/keel\.js demo-services\b.*--host 0\.0\.0\.0/);
+      expect(commandOf(service('keel-demo'))).toMatch(/^node node_modules\/tsx\/dist\/cli\.mjs examples\/support-desk\/demo\.ts --services-only\b.*--host 0\.0\.0\.0/);
+      expect(existsSync(path.join(root, 'examples/support-desk/demo.ts'))).toBe(true);
     });
   });
 

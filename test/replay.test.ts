@@ -1,6 +1,7 @@
 /**
  * Replay coverage of `agentSession`: a freshly captured history replays against the current code; the
- * golden histories under test/histories/ (one per scenario and one tool chain, captured from real runs) still replay, so a
+ * golden histories under test/histories/ (one per scenario, a conversation with a follow-up message, both
+ * runs of a session that continued as new, and one tool chain, captured from real runs) still replay, so a
  * change that would break running sessions fails here; and a deliberately changed workflow is caught
  * as a DeterminismViolationError. Regenerate goldens with `KEEL_UPDATE_GOLDEN=1 npx vitest run test/replay.test.ts`
  * only when a change is meant to be incompatible (and version it with patched() instead when possible).
@@ -15,8 +16,8 @@ import { ROOT, approveUntilDone, startHarness, type Harness } from './support/ha
 
 const HISTORIES = path.join(ROOT, 'test', 'histories');
 const GOLDEN_SCENARIOS = ['refund-demo', 'bad-input', 'overloaded', 'kb-down'];
-/** Golden files: one per scenario of agentSession, and one toolChain. */
-const GOLDEN_FILES = [...GOLDEN_SCENARIOS, 'tool-chain'].map((name) => `${name}.json`).sort();
+/** Golden files: one per scenario of agentSession, a conversation, the two runs of a continued session, and one toolChain. */
+const GOLDEN_FILES = [...GOLDEN_SCENARIOS, 'follow-up', 'continue-as-new-run1', 'continue-as-new-run2', 'tool-chain'].map((name) => `${name}.json`).sort();
 const bundle = () => ({ codePath: inject('workflowBundlePath') });
 
 let h: Harness;
@@ -43,6 +44,40 @@ async function runChain(): Promise<string> {
   return handle.workflowId;
 }
 
+/** A conversation: the prompt, then a follow-up message through the update, then the end. */
+async function runConversation(): Promise<string> {
+  const { sessionId, handle } = await h.client.startSession({
+    sessionId: `golden-follow-up-${Date.now()}`,
+    prompt: 'How much was ord_1001?',
+    user: { id: 'golden-user', roles: ['support'] },
+    agent: 'support',
+    model: 'scripted/follow-up',
+    idleTimeout: '1m',
+  });
+  await h.withWorker(async () => {
+    await h.client.sendMessage(sessionId, 'And what was in it?');
+    await h.client.endConversation(sessionId);
+    await handle.result();
+  });
+  return sessionId;
+}
+
+/** A session whose small history limit makes it continue as new; returns its first and second run ids. */
+async function runContinued(): Promise<{ sessionId: string; runs: string[] }> {
+  const { sessionId, handle } = await h.client.startSession({
+    sessionId: `golden-continued-${Date.now()}`,
+    prompt: 'Scenario bad-input',
+    user: { id: 'golden-user', roles: ['support'] },
+    model: 'scripted/bad-input',
+    historyLimitBytes: 1_000,
+  });
+  await h.withWorker(() => handle.result());
+  const runs = [handle.firstExecutionRunId];
+  const first = await h.client.temporal.workflow.getHandle(sessionId, runs[0]).fetchHistory();
+  runs.push(first.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes!.newExecutionRunId!);
+  return { sessionId, runs };
+}
+
 async function runScenario(scenario: string): Promise<string> {
   if (scenario === 'kb-down') await h.demoApi.setFault({ endpoint: '/kb', status: 503 });
   try {
@@ -57,6 +92,7 @@ async function runScenario(scenario: string): Promise<string> {
     return sessionId;
   } finally {
     await h.demoApi.clearFaults();
+    await h.closeBreakers();
   }
 }
 
@@ -83,6 +119,12 @@ describe('replay', () => {
     }
     const chainId = await runChain();
     await writeHistoryFile(path.join(HISTORIES, 'tool-chain.json'), await h.client.temporal.workflow.getHandle(chainId).fetchHistory());
+    const conversationId = await runConversation();
+    await writeHistoryFile(path.join(HISTORIES, 'follow-up.json'), await h.client.session(conversationId).fetchHistory());
+    const continued = await runContinued();
+    for (const [i, runId] of continued.runs.entries()) {
+      await writeHistoryFile(path.join(HISTORIES, `continue-as-new-run${i + 1}.json`), await h.client.temporal.workflow.getHandle(continued.sessionId, runId).fetchHistory());
+    }
   }, 120_000);
 
   it('replays every golden history under test/histories/', async () => {

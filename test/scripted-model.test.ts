@@ -13,7 +13,7 @@ import {
   startScriptedModel,
   type Scenario,
   type ScriptedModelServer,
-} from '../src/scripted/index.js';
+} from '../src/testing/scripted/index.js';
 
 const tools: Anthropic.Tool[] = [
   {

@@ -9,7 +9,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { SessionInputError, failureMessage } from '../src/client.js';
 import { KeelStatus, KeelToolsUsed } from '../src/workflows/search-attributes.js';
-import { approveUntilDone, historyEvents, startHarness, type Harness } from './support/harness.js';
+import { approveUntilDone, historyEvents, scheduledActivities, startHarness, type Harness } from './support/harness.js';
 
 let h: Harness;
 /** The refund demo's session, whose log lines a later test reads. */
@@ -23,9 +23,6 @@ afterAll(async () => {
 
 const user = { id: 'agent-operator-1', roles: ['support'] };
 
-function scheduledActivities(events: Awaited<ReturnType<typeof historyEvents>>): string[] {
-  return events.flatMap((e) => (e.activityTaskScheduledEventAttributes?.activityType?.name ? [e.activityTaskScheduledEventAttributes.activityType.name] : []));
-}
 
 describe('agentSession', () => {
   it('plays the refund demo to its answer, with one refund and one email in the ledger', async () => {
@@ -126,6 +123,7 @@ describe('agentSession', () => {
       expect(attempts.every((l) => l.success === false)).toBe(true);
     } finally {
       await h.demoApi.clearFaults();
+      await h.closeBreakers();
     }
   });
 
@@ -142,6 +140,30 @@ describe('agentSession', () => {
       expect(status.state).toBe('failed');
     } finally {
       await h.demoApi.clearFaults();
+      await h.closeBreakers();
+    }
+  });
+
+  it('lets a parallel sibling finish and be recorded before a critical failure fails the session, then undoes it', async () => {
+    await h.demoApi.setFault({ endpoint: '/orders', status: 503 });
+    await h.demoApi.setFault({ endpoint: 'POST /tickets', latency_ms: 1_500 });
+    try {
+      const { sessionId } = await h.client.startSession({ prompt: 'ord_1001?', user, model: 'scripted/parallel-partial' });
+      const err = await h.withWorker(() => h.client.result(sessionId).catch((e: unknown) => e));
+      expect(failureMessage(err)).toMatch(/critical tool get_order failed after 3 attempt\(s\)/);
+      // The ticket's call was neither cancelled nor lost: it completed, then its undo ran (in that order).
+      const events = await historyEvents(h, sessionId);
+      const scheduled = scheduledActivities(events);
+      expect(scheduled.filter((a) => a === 'create_ticket')).toHaveLength(1);
+      const completedTicket = events.findIndex((e) => e.activityTaskCompletedEventAttributes && events.find((s) => s.eventId?.toString() === e.activityTaskCompletedEventAttributes!.scheduledEventId?.toString())?.activityTaskScheduledEventAttributes?.activityType?.name === 'create_ticket');
+      const undoScheduled = events.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'create_ticket.compensate');
+      expect(completedTicket).toBeGreaterThan(-1);
+      expect(undoScheduled).toBeGreaterThan(completedTicket);
+      const tickets = (await h.demoApi.ledger()).tickets.filter((t) => t.idempotency_key?.startsWith(sessionId));
+      expect(tickets.map((t) => t.status)).toEqual(['closed']);
+    } finally {
+      await h.demoApi.clearFaults();
+      await h.closeBreakers();
     }
   });
 

@@ -20,6 +20,7 @@ beforeAll(async () => {
 });
 afterEach(async () => {
   await h?.demoApi.clearFaults();
+  await h?.closeBreakers();
 });
 afterAll(async () => {
   await killWorkers();

@@ -5,9 +5,12 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { defineTool, toModelTool, ToolDefinitionError, toolRegistry } from '../src/tools/index.js';
+import { appFromModule } from '../src/app/registry.js';
+import { defineTool, toModelTool, ToolDefinitionError } from '../src/tools/index.js';
+import * as supportDesk from '../examples/support-desk/tools.js';
 import { canonicalJson, idempotencyKey, sha256Hex } from '../src/workflows/keys.js';
 
+const toolRegistry = appFromModule(supportDesk).tools;
 const base = { description: 'x', input: z.object({ a: z.string() }), run: async () => 'ok' };
 
 describe('defineTool', () => {

@@ -19,9 +19,9 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
-import { demoClient } from '../../src/demo/index.js';
+import { demoClient } from '../../examples/support-desk/services/index.js';
 import type { KeelClient } from '../../src/client.js';
-import type { Scenario } from '../../src/scripted/index.js';
+import type { Scenario } from '../../src/testing/scripted/index.js';
 import { approvalSignal, type ApprovalDecision, type SessionResult } from '../../src/workflows/types.js';
 import {
   eventTimeMs,

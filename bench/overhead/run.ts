@@ -15,9 +15,9 @@
 import { randomUUID } from 'node:crypto';
 import Anthropic from '@anthropic-ai/sdk';
 import type { KeelClient } from '../../src/client.js';
-import type { Scenario, ScenarioTurn } from '../../src/scripted/index.js';
-import { toModelTool, toolRegistry, type Tool, type ToolContext, type ToolLogger } from '../../src/tools/index.js';
-import { DEFAULT_SYSTEM_PROMPT } from '../../src/workflows/agentSession.js';
+import type { Scenario, ScenarioTurn } from '../../src/testing/scripted/index.js';
+import { DEFAULT_SYSTEM_PROMPT, type KeelApp } from '../../src/app/registry.js';
+import { toModelTool, type Tool, type ToolContext, type ToolLogger } from '../../src/tools/index.js';
 import { idempotencyKey } from '../../src/workflows/keys.js';
 import {
   eventTimeMs,
@@ -34,7 +34,7 @@ import {
   parseBenchArgs,
 } from '../support.js';
 
-/** The two read tools the steps alternate between, with inputs the demo services know. */
+/** The two read tools (of the support desk's tools module) the steps alternate between, with inputs the demo services know. */
 const STEP_TOOLS = [
   { name: 'get_order', input: { order_id: 'ord_1001' }, contains: '"id":"ord_1001"' },
   { name: 'lookup_customer', input: { customer_id: 'cust_001' }, contains: 'Ada Lovelace' },
@@ -108,19 +108,26 @@ function benchScenario(steps: number): Scenario {
 
 const noopLog: ToolLogger = { info() {}, warn() {}, error() {} };
 
+function missingTool(name: string): never {
+  throw new Error(`the worker's tools module has no tool '${name}'`);
+}
+
 /**
  * Mode 1: the agent loop without durability. Mirrors what Keel's `callModel` and tool activities send
  * (same system prompt, tools, max_tokens, metadata; tool input validated by zod; result as JSON text) so
- * the only thing missing is Temporal. Returns the per-step times and the session's wall time.
+ * the only thing missing is Temporal (and Keel's conversation store, which `callModel` writes and reads
+ * back on every call). The tools are the worker's own (`app`), so both modes run the same code. Returns
+ * the per-step times and the session's wall time.
  */
 async function runInProcess(
   anthropic: Anthropic,
+  app: KeelApp,
   model: string,
   steps: number,
   demoUrl: string,
 ): Promise<{ stepMs: number[]; sessionMs: number }> {
   const sessionId = `bench-inproc-${randomUUID()}`;
-  const tools: Tool[] = TOOL_NAMES.map((n) => toolRegistry.get(n)!);
+  const tools: Tool[] = TOOL_NAMES.map((n) => app.tools.get(n) ?? missingTool(n));
   const byName = new Map(tools.map((t) => [t.name, t]));
   const modelTools = tools.map(toModelTool);
   const env = { KEEL_DEMO_URL: demoUrl };
@@ -298,7 +305,7 @@ async function main(): Promise<void> {
     const c = client;
     const demoUrl = demo.url;
     const runInProc = async (counted: boolean): Promise<void> => {
-      const r = await runInProcess(anthropic, modelName, steps, demoUrl);
+      const r = await runInProcess(anthropic, keelWorker.app, modelName, steps, demoUrl);
       if (counted) {
         inProcess.stepMs.push(...r.stepMs);
         inProcess.sessionMs.push(r.sessionMs);

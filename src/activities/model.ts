@@ -1,5 +1,7 @@
 /**
- * `callModel`: one model turn through `@anthropic-ai/sdk`. The SDK client is built with `maxRetries: 0`
+ * `callModel`: one model turn through `@anthropic-ai/sdk`. The workflow sends only what is new in the
+ * conversation; this activity appends it to the conversation store, reads the whole conversation back,
+ * calls the model, and stores the reply after it, so history stays O(what is new) per call. The SDK client is built with `maxRetries: 0`
  * because Temporal's retry policy is the only retry layer: this activity classifies each failure so the
  * policy does the right thing (429/529/5xx/408/409 and connection errors are retryable, honouring the
  * API's `retry-after`; 400/401/403/404/413/422 are not). It heartbeats while it waits, so a worker that
@@ -7,10 +9,12 @@
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ConversationMissingError, type ConversationStore } from '../store/index.js';
 import { FailureTypes, type CallModelInput, type CallModelOutput, type ContentBlock } from '../workflows/types.js';
 
-/** Where the model lives. */
+/** Where the model lives, and where conversations are kept. */
 export interface ModelActivityOptions {
+  store: ConversationStore;
   apiKey: string;
   /** An Anthropic-compatible endpoint; unset means the real API. */
   baseURL?: string;
@@ -32,24 +36,38 @@ export function createModelActivities(opts: ModelActivityOptions) {
     async callModel(input: CallModelInput): Promise<CallModelOutput> {
       const ctx = Context.current();
       const beat = setInterval(() => ctx.heartbeat(), 1_000);
+      const { id, stored, append } = input.conversation;
       try {
+        await opts.store.write(id, stored, append);
+        const messages = await opts.store.read(id, stored + append.length).catch((err: unknown) => {
+          if (!(err instanceof ConversationMissingError)) throw err;
+          // Another worker may hold the right store, or it may come back: retryable, within the model's policy.
+          throw ApplicationFailure.create({ type: FailureTypes.ConversationMissing, message: err.message, nonRetryable: false });
+        });
         const reply = await client.messages.create(
           {
             model: input.model,
             max_tokens: input.maxTokens,
             ...(input.system ? { system: input.system } : {}),
-            messages: input.messages as Anthropic.MessageParam[],
+            messages: messages as Anthropic.MessageParam[],
             ...(input.tools.length ? { tools: input.tools as Anthropic.Tool[] } : {}),
             metadata: { user_id: input.sessionId },
           },
           { signal: ctx.cancellationSignal },
         );
+        const content = reply.content as unknown as ContentBlock[];
+        await opts.store.write(id, stored + append.length, [{ role: 'assistant', content }]);
         return {
           id: reply.id,
           model: reply.model,
-          content: reply.content as unknown as ContentBlock[],
+          content,
           stopReason: reply.stop_reason ?? 'end_turn',
-          usage: { input_tokens: reply.usage?.input_tokens ?? 0, output_tokens: reply.usage?.output_tokens ?? 0 },
+          usage: {
+            input_tokens: reply.usage?.input_tokens ?? 0,
+            output_tokens: reply.usage?.output_tokens ?? 0,
+            cache_creation_input_tokens: reply.usage?.cache_creation_input_tokens ?? 0,
+            cache_read_input_tokens: reply.usage?.cache_read_input_tokens ?? 0,
+          },
         };
       } catch (err) {
         throw classifyModelError(err);

@@ -2,16 +2,21 @@
  * Tool activities: one per registered tool, registered under the tool's name so the Temporal Web UI
  * reads like the conversation. Each validates its input again (the workflow already did; this is the
  * server-side check), hands the tool its idempotency key, abort signal and logger, maps `ToolError` to
- * a non-retryable `ToolError` failure the model will read, caps the result's size, and writes exactly
+ * a non-retryable `ToolError` failure the model will read, caps the result at the tool's `maxResultBytes`,
+ * keeps a large result in the conversation store (history then holds a preview and its hash), and writes exactly
  * one structured log line per attempt: tool, session, success, duration_ms, result_bytes, arg_keys.
  * Status checks (`<tool>.status`) and undos (`<tool>.compensate`) run the same way.
  */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import type { KeelStore } from '../store/index.js';
+import { guarded } from './resilience.js';
 import { ToolError, type Tool, type ToolContext, type ToolLogger } from '../tools/index.js';
 import { FailureTypes, type StatusCheckOutput, type ToolActivityInput, type ToolActivityOutput, describeIssues } from '../workflows/types.js';
 
-/** Results larger than this (bytes of JSON) are cut, with a note to the model. */
-export const MAX_RESULT_BYTES = 64 * 1024;
+/** Results whose model-facing text is larger than this (bytes) are kept in the store, not in history. */
+export const INLINE_RESULT_BYTES = 8 * 1024;
+/** How much of a stored result history keeps as its preview (bytes). */
+const PREVIEW_BYTES = 1024;
 
 /** What a tool activity does: the call itself, its status check, or its undo. */
 type Phase = 'run' | 'status' | 'compensate';
@@ -23,12 +28,16 @@ type Env = Readonly<Record<string, string | undefined>>;
  */
 export function createToolActivities(
   tools: Iterable<Tool>,
-  opts: { env?: Env } = {},
+  opts: { store: KeelStore; env?: Env },
 ): Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> {
   const env = opts.env ?? process.env;
   const activities: Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> = {};
   for (const tool of tools) {
-    activities[tool.name] = (req) => invoke(tool, req, env, 'run', async (input, ctx) => toOutput(await tool.run(input, ctx)), outputBytes);
+    const toOutput = (result: unknown, req: ToolActivityInput) => outputOf(result, tool.policy.maxResultBytes, opts.store, req.wantValue);
+    // The call itself goes through the fleet-wide guard (disabled switch, breaker, rate limit); its
+    // status check and undo do not: they must reach the downstream whatever the breaker says.
+    activities[tool.name] = (req) =>
+      invoke(tool, req, env, 'run', async (input, ctx) => toOutput(await guarded(opts.store, tool, () => tool.run(input, ctx)), req), outputBytes);
     const { statusCheck, compensate } = tool;
     if (statusCheck) {
       activities[`${tool.name}.status`] = (req) =>
@@ -39,14 +48,14 @@ export function createToolActivities(
           'status',
           async (input, ctx): Promise<StatusCheckOutput> => {
             const r = await statusCheck(input, ctx);
-            return r.applied ? { applied: true, content: toOutput(r.result).content } : { applied: false };
+            return r.applied ? { applied: true, ...(await toOutput(r.result, req)) } : { applied: false };
           },
-          (out) => (out.applied ? Buffer.byteLength(out.content) : 0),
+          (out) => (out.applied ? out.bytes : 0),
         );
     }
     if (compensate) {
       activities[`${tool.name}.compensate`] = (req) =>
-        invoke(tool, req, env, 'compensate', async (input, ctx) => toOutput(await compensate(input, ctx)), outputBytes);
+        invoke(tool, req, env, 'compensate', async (input, ctx) => toOutput(await compensate(input, ctx), { ...req, wantValue: false }), outputBytes);
     }
   }
   return activities;
@@ -54,13 +63,24 @@ export function createToolActivities(
 
 const outputBytes = (out: ToolActivityOutput): number => out.bytes;
 
-/** The result as JSON text for the model, cut at MAX_RESULT_BYTES with a note. */
-function toOutput(result: unknown): ToolActivityOutput {
-  const text = JSON.stringify(result ?? null);
-  const bytes = Buffer.byteLength(text);
-  if (bytes <= MAX_RESULT_BYTES) return { content: text, bytes, truncated: false };
-  const cut = Buffer.from(text).subarray(0, MAX_RESULT_BYTES).toString('utf8');
-  return { content: `${cut}\n[result truncated: ${bytes} bytes, the first ${MAX_RESULT_BYTES} shown]`, bytes, truncated: true };
+/**
+ * The result as JSON text for the model, cut at `maxBytes` with a note. A text over INLINE_RESULT_BYTES
+ * goes to the store and history keeps a preview and its hash; `wantValue` adds the whole result.
+ */
+async function outputOf(result: unknown, maxBytes: number, store: KeelStore, wantValue?: boolean): Promise<ToolActivityOutput> {
+  const json = JSON.stringify(result ?? null);
+  const bytes = Buffer.byteLength(json);
+  const truncated = bytes > maxBytes;
+  const text = truncated ? `${cutBytes(json, maxBytes)}\n[result truncated: ${bytes} bytes, the first ${maxBytes} shown]` : json;
+  const value = wantValue ? { value: result ?? null } : {};
+  if (Buffer.byteLength(text) <= INLINE_RESULT_BYTES) return { content: text, bytes, truncated, ...value };
+  const blob = await store.putBlob(text);
+  const preview = `${cutBytes(text, PREVIEW_BYTES)}… [${Buffer.byteLength(text)} bytes in the conversation store, blob ${blob.slice(0, 12)}]`;
+  return { content: preview, bytes, truncated, blob, ...value };
+}
+
+function cutBytes(text: string, max: number): string {
+  return Buffer.from(text).subarray(0, max).toString('utf8').replace(/\uFFFD$/, '');
 }
 
 /**

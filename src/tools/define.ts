@@ -108,6 +108,15 @@ export interface ToolSpec<S extends z.ZodObject = z.ZodObject, R = unknown> {
   statusCheck?(input: z.output<S>, ctx: ToolContext): Promise<StatusCheckResult>;
   /** How long an approval request for this tool waits for a person (the session's default, 24h). */
   approvalTimeout?: Duration;
+  /** Largest result, in bytes of JSON, the model is shown; a longer one is cut with a note (64 KiB; at most 1 MiB). */
+  maxResultBytes?: number;
+  /**
+   * The tool's circuit breaker, shared by every worker: it opens after `failures` consecutive failed calls
+   * (3), fails calls fast for `resetAfter` (60s), then lets one probe through. `false` turns it off.
+   */
+  breaker?: { failures?: number; resetAfter?: Duration } | false;
+  /** Calls per second the downstream can take, across the fleet; calls beyond it wait their turn. */
+  rateLimit?: { perSecond: number };
 }
 
 /** What a status check found. */
@@ -115,6 +124,8 @@ export type StatusCheckResult = { applied: true; result: unknown } | { applied: 
 
 /** A registered tool: its spec plus the policy its tier resolved to. */
 export interface Tool<S extends z.ZodObject = z.ZodObject, R = unknown> extends ToolSpec<S, R> {
+  /** Marks a value made by `defineTool`, so a module's exports can be told apart. */
+  readonly kind: 'tool';
   criticality: Criticality;
   policy: ResolvedToolPolicy;
 }
@@ -132,6 +143,12 @@ export interface ResolvedToolPolicy {
   /** Set when the tool can be asked whether a call happened. */
   hasStatusCheck: boolean;
   approvalTimeout?: Duration;
+  /** Largest result the model is shown, in bytes of JSON. */
+  maxResultBytes: number;
+  /** The circuit breaker, unless turned off. */
+  breaker?: { failureThreshold: number; resetAfterMs: number };
+  /** Fleet-wide calls per second. */
+  rateLimitPerSecond?: number;
 }
 
 /** A tool definition broke its tier's rules; the message names the tool and the rule. */
@@ -140,6 +157,9 @@ export class ToolDefinitionError extends Error {
 }
 
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/** The default of `maxResultBytes`: what the model is shown of one result (64 KiB). */
+export const DEFAULT_MAX_RESULT_BYTES = 64 * 1024;
 
 /**
  * Registers a tool after checking it against its tier's rules.
@@ -177,12 +197,21 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
     fail(`${aTier} cannot be undone, so it takes no compensate; if it can be undone, make it a write`);
   }
   if (spec.approvalTimeout !== undefined) toMs(spec.approvalTimeout);
+  const breaker = spec.breaker === false ? undefined : { failureThreshold: spec.breaker?.failures ?? 3, resetAfterMs: toMs(spec.breaker?.resetAfter ?? '60s') };
+  if (breaker && (!Number.isInteger(breaker.failureThreshold) || breaker.failureThreshold < 1)) fail('breaker.failures must be a whole number >= 1');
+  if (breaker && breaker.resetAfterMs < 100) fail('breaker.resetAfter must be at least 100ms');
+  if (spec.rateLimit && !(spec.rateLimit.perSecond > 0)) fail('rateLimit.perSecond must be a number > 0');
+  const maxResultBytes = spec.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
+  if (!Number.isInteger(maxResultBytes) || maxResultBytes < 256 || maxResultBytes > 1024 * 1024) {
+    fail('maxResultBytes must be a whole number from 256 to 1048576 (1 MiB)');
+  }
   const timeout = spec.timeout ?? tier.startToCloseTimeout;
   if (toMs(timeout) > toMs(tier.maxStartToCloseTimeout)) {
     fail(`timeout ${timeout} exceeds the ${spec.risk} tier's ceiling of ${tier.maxStartToCloseTimeout}`);
   }
   return {
     ...spec,
+    kind: 'tool',
     criticality: spec.criticality ?? 'critical',
     policy: {
       risk: spec.risk,
@@ -193,9 +222,17 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
       approval: tier.approval,
       compensable: Boolean(spec.compensate),
       hasStatusCheck: Boolean(spec.statusCheck),
+      maxResultBytes,
+      ...(breaker ? { breaker } : {}),
+      ...(spec.rateLimit ? { rateLimitPerSecond: spec.rateLimit.perSecond } : {}),
       ...(spec.approvalTimeout !== undefined ? { approvalTimeout: spec.approvalTimeout } : {}),
     },
   };
+}
+
+/** True for a value made by `defineTool`. */
+export function isTool(value: unknown): value is Tool {
+  return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'tool';
 }
 
 /** The tool as the Messages API sees it: name, description and JSON Schema of the input. */

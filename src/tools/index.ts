@@ -1,14 +1,6 @@
 /**
- * The tool registry: every tool a session can name, keyed by name. Sandbox-safe, so the workflow can
- * read schemas and policies from it; only the worker runs tools. Add your own tools here.
+ * The tool contract and the risk tiers. Sandbox-safe: workflows read tool schemas and policies; only
+ * the worker runs tools. Keel ships no tools: a team's own module defines them (see `src/app/`).
  */
-import type { Tool } from './define.js';
-import { supportTools } from './examples/support.js';
-
 export * from './define.js';
 export * from './policy.js';
-
-/** All registered tools by name. */
-export const toolRegistry: ReadonlyMap<string, Tool> = new Map(
-  (supportTools as unknown as Tool[]).map((t) => [t.name, t]),
-);

@@ -20,6 +20,7 @@ import {
 } from '@temporalio/workflow';
 import type { Duration as TemporalDuration } from '@temporalio/common';
 import { toMs, type Tool } from '../tools/index.js';
+import { hashOf, type AuditTrail } from './audit.js';
 import { idempotencyKey } from './keys.js';
 import { redact } from './redact.js';
 import {
@@ -28,7 +29,6 @@ import {
   approvalSignal,
   decideApprovalUpdate,
   pendingApprovalsQuery,
-  type ApprovalLogEntry,
   type ApprovalOutcome,
   type ApprovalPolicy,
   type ApprovalRequest,
@@ -40,6 +40,8 @@ import {
   type ToolActivityInput,
   type ToolActivityOutput,
   type ToolCallRecord,
+  type ToolOutputRef,
+  type ToolRunnerState,
   describeIssues,
 } from './types.js';
 
@@ -53,13 +55,16 @@ export interface ToolCallRequest {
   name: string;
   input: unknown;
   iteration: number;
+  /** What led to the call, for the audit trail: the model's text of that turn, its tokens and cost. */
+  reasoning?: { text: string; usage?: Record<string, number> };
 }
 
 /** What the model (or chain) gets back. */
-export interface ToolCallResult {
-  content: string;
+export interface ToolCallResult extends ToolOutputRef {
   isError: boolean;
   record: ToolCallRecord;
+  /** The whole result, when the runner was asked for values (tool chains). */
+  value?: unknown;
 }
 
 /** What a runner needs from its workflow. */
@@ -71,6 +76,15 @@ export interface ToolRunnerOptions {
   approval: ApprovalPolicy;
   /** Something people watch changed (approvals pending, step). */
   onChange(): void;
+  /** Ask tool activities for the whole result as a value too (tool chains read fields of it). */
+  wantValues?: boolean;
+  /** Where each decision and call is recorded. */
+  audit?: AuditTrail;
+}
+
+/** A runner's state before its first call. */
+export function newToolRunnerState(): ToolRunnerState {
+  return { toolCalls: [], compensations: [], undoInputs: [], approvals: [], approvalLog: [], completed: {}, events: [], seq: 0 };
 }
 
 /** Events the status query keeps (the most recent ones). */
@@ -79,22 +93,18 @@ const MAX_EVENTS = 200;
 /** How long heartbeats may stop before Temporal considers a tool's worker lost. Tool activities beat every second. */
 const TOOL_HEARTBEAT_TIMEOUT = '5s';
 
-/** Runs tool calls for one workflow; see the file header. */
+/**
+ * Runs tool calls for one workflow; see the file header. Everything it remembers is in `state`, a plain
+ * value the workflow owns (and carries over continue-as-new); only calls under way live outside it.
+ */
 export class ToolRunner {
-  readonly toolCalls: ToolCallRecord[] = [];
-  readonly compensations: CompensationRecord[] = [];
-  readonly approvals: ApprovalRequest[] = [];
-  readonly approvalLog: ApprovalLogEntry[] = [];
-  /** The most recent lines of the workflow's story, numbered from 1 by `seq`. */
-  readonly events: SessionEvent[] = [];
-  private seq = 0;
-  /** Results of calls that completed, by idempotency key. */
-  private readonly completed = new Map<string, string>();
   /** Calls under way, by idempotency key: an identical call in the same turn waits for the first. */
   private readonly inFlight = new Map<string, Promise<ToolCallResult>>();
-  private readonly undoInputs = new Map<CompensationRecord, ToolActivityInput>();
 
-  constructor(private readonly o: ToolRunnerOptions) {
+  constructor(
+    private readonly o: ToolRunnerOptions,
+    readonly state: ToolRunnerState = newToolRunnerState(),
+  ) {
     setHandler(pendingApprovalsQuery, () => this.pendingApprovals());
     setHandler(approvalSignal, (decision) => {
       this.decide(decision, 'signal');
@@ -107,64 +117,85 @@ export class ToolRunner {
     });
   }
 
+  /** Every tool call so far. */
+  get toolCalls(): ToolCallRecord[] {
+    return this.state.toolCalls;
+  }
+
+  /** Every registered undo and what became of it. */
+  get compensations(): CompensationRecord[] {
+    return this.state.compensations;
+  }
+
   /** Records a line of the workflow's story, keeping the most recent MAX_EVENTS. */
   addEvent(event: EventWithoutSeq): void {
-    this.events.push({ ...event, seq: ++this.seq } as SessionEvent);
-    if (this.events.length > MAX_EVENTS) this.events.shift();
+    const events = this.state.events;
+    events.push({ ...event, seq: ++this.state.seq } as SessionEvent);
+    if (events.length > MAX_EVENTS) events.shift();
   }
 
   /** The `status` query's answer: the workflow's own progress plus this runner's calls, approvals and undos. */
-  status(progress: Pick<SessionStatus, 'state' | 'step' | 'iteration' | 'usage'>): SessionStatus {
-    return {
-      ...progress,
-      toolCalls: this.toolCalls.length,
-      events: this.events,
-      approvals: this.approvals,
-      approvalLog: this.approvalLog,
-      compensations: this.compensations,
-    };
+  status(progress: Omit<SessionStatus, 'toolCalls' | 'events' | 'approvals' | 'approvalLog' | 'compensations'>): SessionStatus {
+    const s = this.state;
+    return { ...progress, toolCalls: s.toolCalls.length, events: s.events, approvals: s.approvals, approvalLog: s.approvalLog, compensations: s.compensations };
   }
 
   /** Requests waiting for a person. */
   pendingApprovals(): ApprovalRequest[] {
-    return this.approvals.filter((a) => a.status === 'pending');
+    return this.state.approvals.filter((a) => a.status === 'pending');
   }
 
   /** Runs one call; never throws for a failure the model should hear about. */
   async run(call: ToolCallRequest): Promise<ToolCallResult> {
     const record: ToolCallRecord = { toolUseId: call.toolUseId, name: call.name, outcome: 'ok', iteration: call.iteration };
-    this.toolCalls.push(record);
-    const finish = (outcome: ToolCallRecord['outcome'], content: string, detail = content): ToolCallResult => {
+    this.state.toolCalls.push(record);
+    const started = Date.now();
+    const finish = (outcome: ToolCallRecord['outcome'], content: string, detail = content, out?: Partial<ToolActivityOutput>): ToolCallResult => {
       record.outcome = outcome;
       if (outcome !== 'ok') record.error = content;
+      this.o.audit?.add('tool_result', `result:${call.toolUseId}`, {
+        tool: call.name,
+        toolUseId: call.toolUseId,
+        outcome,
+        latencyMs: Date.now() - started,
+        resultHash: hashOf(content),
+        result: content.slice(0, 1000),
+        ...(record.deduplicated ? { deduplicated: true } : {}),
+        ...(record.statusChecked ? { statusChecked: true } : {}),
+      });
       this.addEvent({ kind: 'tool', iteration: call.iteration, name: call.name, toolUseId: call.toolUseId, outcome, detail: detail.slice(0, 200) });
-      return { content, isError: outcome !== 'ok', record };
+      return { content, isError: outcome !== 'ok', record, ...(out?.blob ? { blob: out.blob } : {}), ...(out && 'value' in out ? { value: out.value } : {}) };
     };
 
+    const authorize = (allowed: boolean, reason: string) =>
+      this.o.audit?.add('authorization', `authz:${call.toolUseId}`, { tool: call.name, toolUseId: call.toolUseId, allowed, reason, user: this.o.user.id, roles: this.o.user.roles });
     const tool = this.o.tools.get(call.name);
     if (!tool) {
+      authorize(false, 'not a tool of this session');
       return finish('rejected', `Unknown tool '${call.name}'. Available tools: ${[...this.o.tools.keys()].join(', ') || '(none)'}.`);
     }
     const valid = tool.input.safeParse(call.input);
     if (!valid.success) {
       const issues = describeIssues(valid.error);
+      authorize(false, `invalid input: ${issues}`);
       return finish('rejected', `Invalid input for ${tool.name}: ${issues}. Fix the arguments and call the tool again.`);
     }
+    authorize(true, `${tool.name} is one of the session's tools and its input is valid`);
     const key = idempotencyKey(tool.policy.idempotency, this.o.workflowId, tool.name, valid.data, call.toolUseId);
     record.idempotencyKey = key;
 
     if (tool.policy.idempotency !== 'none') {
-      const earlier = this.completed.get(key);
+      const earlier = this.state.completed[key];
       if (earlier !== undefined) {
         record.deduplicated = true;
-        return finish('ok', earlier, `(same call as before; not run again) ${earlier}`);
+        return finish('ok', earlier.content, `(same call as before; not run again) ${earlier.content}`, earlier);
       }
       const running = this.inFlight.get(key);
       if (running) {
         // The same call is already under way (the model asked twice in one turn): share its outcome.
         record.deduplicated = true;
         const first = await running;
-        return finish(first.record.outcome, first.content, `(same call as another in this turn; not run again) ${first.content}`);
+        return finish(first.record.outcome, first.content, `(same call as another in this turn; not run again) ${first.content}`, first);
       }
       const execution = this.execute(tool, call, valid.data, key, record, finish);
       this.inFlight.set(key, execution);
@@ -184,7 +215,7 @@ export class ToolRunner {
     validInput: unknown,
     key: string,
     record: ToolCallRecord,
-    finish: (outcome: ToolCallRecord['outcome'], content: string, detail?: string) => ToolCallResult,
+    finish: (outcome: ToolCallRecord['outcome'], content: string, detail?: string, out?: Partial<ToolActivityOutput>) => ToolCallResult,
   ): Promise<ToolCallResult> {
     if (this.needsApproval(tool)) {
       const request = await this.awaitApproval(tool, call, validInput, record);
@@ -206,19 +237,32 @@ export class ToolRunner {
       idempotencyKey: key,
       toolUseId: call.toolUseId,
       session: { workflowId: this.o.workflowId, userId: this.o.user.id, roles: this.o.user.roles },
+      ...(this.o.wantValues ? { wantValue: true } : {}),
     };
+    // The intent is on record before the side effect.
+    this.o.audit?.add('tool_intent', `intent:${call.toolUseId}`, {
+      tool: tool.name,
+      tier: tool.risk,
+      toolUseId: call.toolUseId,
+      idempotencyKey: key,
+      argHash: hashOf(validInput),
+      args: validInput,
+      ...(call.reasoning ? { reasoning: call.reasoning.text.slice(0, 2000), ...(call.reasoning.usage ? { turnUsage: call.reasoning.usage } : {}) } : {}),
+      ...(record.approvalRequestId ? { approvalRequestId: record.approvalRequestId } : {}),
+    });
+    await this.o.audit?.flush();
     // The undo is registered before the side effect, so a crash between the two cannot lose it.
     let undo: CompensationRecord | undefined;
     if (tool.policy.compensable) {
       undo = { tool: tool.name, idempotencyKey: key, toolUseId: call.toolUseId, status: 'pending' };
-      this.compensations.push(undo);
-      this.undoInputs.set(undo, input);
+      this.state.compensations.push(undo);
+      this.state.undoInputs.push(input);
     }
 
     try {
       const out = await this.toolActivity(tool)(input);
-      if (tool.policy.idempotency !== 'none') this.completed.set(key, out.content);
-      return finish('ok', out.content);
+      this.remember(tool, key, out);
+      return finish('ok', out.content, out.content, out);
     } catch (err) {
       if (!(err instanceof ActivityFailure)) throw err;
       const cause = err.cause;
@@ -227,6 +271,13 @@ export class ToolRunner {
         // The downstream refused: nothing happened, so there is nothing to undo.
         if (undo) undo.status = 'discarded';
         return finish('error', `${tool.name} failed: ${reason}`);
+      }
+      if (cause instanceof ApplicationFailure && cause.type === FailureTypes.ToolUnavailable) {
+        // Refused before the downstream was called (circuit open, or disabled): nothing happened.
+        if (undo) undo.status = 'discarded';
+        if (tool.criticality === 'critical') throw this.criticalFailure(tool, reason, err, 'unavailable');
+        log.warn('optional tool unavailable; continuing without it', { tool: tool.name, reason });
+        return finish('error', `${tool.name} is unavailable right now (${reason}). Continue without it.`);
       }
       if (tool.risk === 'read') {
         if (tool.criticality === 'optional') {
@@ -239,8 +290,8 @@ export class ToolRunner {
       const status = tool.policy.hasStatusCheck ? await this.checkStatus(tool, input) : undefined;
       record.statusChecked = status !== undefined;
       if (status?.applied) {
-        this.completed.set(key, status.content);
-        return finish('ok', status.content, `(confirmed by status check after: ${reason}) ${status.content}`);
+        this.remember(tool, key, status);
+        return finish('ok', status.content, `(confirmed by status check after: ${reason}) ${status.content}`, status);
       }
       if (status && !status.applied) {
         if (undo) undo.status = 'discarded';
@@ -261,10 +312,12 @@ export class ToolRunner {
    * rest still run. Returns all compensation records.
    */
   async compensate(iteration: number): Promise<CompensationRecord[]> {
+    const { compensations, undoInputs } = this.state;
     await CancellationScope.nonCancellable(async () => {
-      for (const undo of [...this.compensations].reverse()) {
+      for (let i = compensations.length - 1; i >= 0; i--) {
+        const undo = compensations[i]!;
         if (undo.status !== 'pending') continue;
-        const input = this.undoInputs.get(undo)!;
+        const input = undoInputs[i]!;
         try {
           await this.compensateActivity(undo.tool)(input);
           undo.status = 'compensated';
@@ -275,10 +328,17 @@ export class ToolRunner {
           undo.error = err.cause?.message ?? err.message;
         }
         log.info('compensation', { tool: undo.tool, idempotencyKey: undo.idempotencyKey, status: undo.status, error: undo.error });
+        this.o.audit?.add('compensation', `undo:${undo.toolUseId}`, { tool: undo.tool, toolUseId: undo.toolUseId, idempotencyKey: undo.idempotencyKey, status: undo.status, ...(undo.error ? { error: undo.error } : {}) });
         this.addEvent({ kind: 'compensation', iteration, name: undo.tool, status: undo.status, detail: undo.error ?? `undid ${undo.tool} (${undo.toolUseId})` });
       }
     });
-    return this.compensations;
+    return compensations;
+  }
+
+  /** Remembers a completed side effect's result by key, so the same call later is answered without running. */
+  private remember(tool: Tool, key: string, out: ToolOutputRef): void {
+    if (tool.policy.idempotency === 'none') return;
+    this.state.completed[key] = { content: out.content, ...(out.blob ? { blob: out.blob } : {}) };
   }
 
   private needsApproval(tool: Tool): boolean {
@@ -290,7 +350,7 @@ export class ToolRunner {
     const timeout = tool.policy.approvalTimeout ?? this.o.approval.timeout;
     const now = Date.now();
     const request: ApprovalRequest = {
-      requestId: `${tool.name}-${this.approvals.filter((a) => a.tool === tool.name).length + 1}`,
+      requestId: `${tool.name}-${this.state.approvals.filter((a) => a.tool === tool.name).length + 1}`,
       tool: tool.name,
       risk: tool.risk,
       toolUseId: call.toolUseId,
@@ -306,12 +366,13 @@ export class ToolRunner {
       expiresAt: new Date(now + toMs(timeout)).toISOString(),
       status: 'pending',
     };
-    this.approvals.push(request);
+    this.state.approvals.push(request);
     record.approvalRequestId = request.requestId;
     this.addEvent({ kind: 'approval', iteration: call.iteration, requestId: request.requestId, name: tool.name, status: 'pending', detail: request.reason });
     this.o.onChange();
     const decided = await condition(() => request.status !== 'pending', timeout as TemporalDuration, { summary: `approval ${request.requestId}` });
     if (!decided) {
+      this.o.audit?.add('approval', `approval:${request.requestId}:expired`, { requestId: request.requestId, tool: tool.name, decision: 'expired', reason: 'nobody decided within the timeout' });
       request.status = 'expired';
       request.decidedAt = new Date(Date.now()).toISOString();
     }
@@ -331,7 +392,8 @@ export class ToolRunner {
   private decide(raw: unknown, via: 'signal' | 'update'): ApprovalOutcome {
     const at = new Date(Date.now()).toISOString();
     const refuse = (requestId: string, code: Exclude<ApprovalOutcome, { accepted: true }>['code'], reason: string, approver?: string): ApprovalOutcome => {
-      this.approvalLog.push({ at, requestId, via, accepted: false, reason, ...(approver ? { approver } : {}) });
+      this.state.approvalLog.push({ at, requestId, via, accepted: false, reason, ...(approver ? { approver } : {}) });
+      this.o.audit?.add('approval', `approval:${requestId}:${this.state.approvalLog.length}`, { requestId, via, accepted: false, code, reason, ...(approver ? { approver } : {}) });
       log.warn('approval refused', { requestId, via, code, reason });
       return { accepted: false, requestId, code, reason };
     };
@@ -341,7 +403,7 @@ export class ToolRunner {
       return refuse(id, 'invalid', `invalid approval: ${describeIssues(parsed.error, '')}`);
     }
     const d = parsed.data;
-    const request = this.approvals.find((a) => a.requestId === d.requestId);
+    const request = this.state.approvals.find((a) => a.requestId === d.requestId);
     if (!request) return refuse(d.requestId, 'unknown_request', `no approval request '${d.requestId}' in this session`, d.approver.id);
     if (request.status !== 'pending') {
       return refuse(d.requestId, 'already_decided', `request ${d.requestId} is already ${request.status}${request.decidedBy ? ` (by ${request.decidedBy})` : ''}`, d.approver.id);
@@ -358,7 +420,17 @@ export class ToolRunner {
     request.decidedBy = d.approver.id;
     request.decidedAt = at;
     if (d.reason) request.decisionReason = d.reason;
-    this.approvalLog.push({ at, requestId: d.requestId, decision: d.decision, approver: d.approver.id, via, accepted: true, ...(d.reason ? { reason: d.reason } : {}) });
+    this.state.approvalLog.push({ at, requestId: d.requestId, decision: d.decision, approver: d.approver.id, via, accepted: true, ...(d.reason ? { reason: d.reason } : {}) });
+    this.o.audit?.add('approval', `approval:${d.requestId}:${this.state.approvalLog.length}`, {
+      requestId: d.requestId,
+      tool: request.tool,
+      via,
+      accepted: true,
+      decision: d.decision,
+      approver: d.approver.id,
+      approverRoles: d.approver.roles,
+      ...(d.reason ? { reason: d.reason } : {}),
+    });
     return { accepted: true, requestId: d.requestId, decision: d.decision };
   }
 
@@ -385,7 +457,7 @@ export class ToolRunner {
         maximumAttempts: tool.policy.maxAttempts,
         initialInterval: tool.policy.initialRetryInterval,
         backoffCoefficient: 2,
-        nonRetryableErrorTypes: [FailureTypes.ToolError, FailureTypes.InvalidToolInput],
+        nonRetryableErrorTypes: [FailureTypes.ToolError, FailureTypes.InvalidToolInput, FailureTypes.ToolUnavailable],
       },
       // A cancelled side effect must have stopped before its undo runs.
       cancellationType: tool.risk === 'read' ? ActivityCancellationType.TRY_CANCEL : ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -404,11 +476,12 @@ export class ToolRunner {
     })[`${tool}.compensate`]!;
   }
 
-  private criticalFailure(tool: Tool, reason: string, cause: Error): ApplicationFailure {
+  private criticalFailure(tool: Tool, reason: string, cause: Error, how: 'failed' | 'unavailable' = 'failed'): ApplicationFailure {
     return ApplicationFailure.create({
       type: FailureTypes.CriticalToolFailed,
       nonRetryable: true,
-      message: `critical tool ${tool.name} failed after ${tool.policy.maxAttempts} attempt(s): ${reason}`,
+      message: how === 'failed' ? `critical tool ${tool.name} failed after ${tool.policy.maxAttempts} attempt(s): ${reason}` : `critical tool ${tool.name} is unavailable: ${reason}`,
+      details: [{ tool: tool.name }],
       cause,
     });
   }

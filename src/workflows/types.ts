@@ -23,7 +23,11 @@ export function parseWorkflowInput<S extends z.ZodType>(schema: S, args: unknown
   });
 }
 
-const DurationSchema = z.union([z.number().int().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/)]);
+import { DurationSchema } from './duration.js';
+import { BudgetSchema, PricingSchema, type Budget, type ModelPrice, type Spend } from './budget.js';
+import type { AuditEntryInput } from './audit.js';
+
+export { DurationSchema } from './duration.js';
 
 /** Who is asking: an id and roles, as the caller's identity system knows them. */
 export const SessionUserSchema = z.object({
@@ -49,29 +53,47 @@ export const ApprovalPolicySchema = z.object({
 /** The validated approval policy. */
 export type ApprovalPolicy = z.infer<typeof ApprovalPolicySchema>;
 
-/** Everything a session starts from. Defaults in parentheses. */
+/** Everything a session starts from. Unset fields come from the agent, then the defaults in parentheses. */
 export const SessionInputSchema = z.object({
   /** The user's request (1–100,000 characters). */
   prompt: z.string().min(1, 'prompt is empty').max(100_000, 'prompt is longer than 100,000 characters'),
   user: SessionUserSchema,
-  /** Model name, e.g. `claude-sonnet-4-5` or `scripted/refund-demo`. */
-  model: z.string().min(1).max(200),
-  /** System prompt (a built-in one describing the agent's duties). */
+  /** The agent (`defineAgent`) whose prompt, model, tools, budgets and policy the session uses (the built-in `default`: every tool). */
+  agent: z.string().min(1).max(64).optional(),
+  /** Model name, e.g. `claude-sonnet-4-5` or `scripted/refund-demo` (the agent's, else `defaultModel`). */
+  model: z.string().min(1).max(200).optional(),
+  /** The model when neither the session nor its agent names one; clients fill it from KEEL_MODEL. */
+  defaultModel: z.string().min(1).max(200).optional(),
+  /** System prompt (the agent's, else a generic one). */
   system: z.string().max(100_000).optional(),
-  /** Tools this session may use, by name (all registered tools). */
+  /** Tools this session may use, by name (the agent's, else every tool of the app). */
   tools: z.array(z.string()).optional(),
-  /** Model turns at most before the session stops with `max_iterations` (10). */
-  maxIterations: z.number().int().min(1).max(200).default(10),
-  /** `max_tokens` per model call (1024). */
-  maxTokens: z.number().int().min(1).max(64_000).default(1024),
+  /** Model turns per user message before the session stops with `max_iterations` (the agent's, else 10). */
+  maxIterations: z.number().int().min(1).max(200).optional(),
+  /** `max_tokens` per model call (the agent's, else 1024). */
+  maxTokens: z.number().int().min(1).max(64_000).optional(),
   /** Retry policy of the model call: first delay (1s) and attempts (8). Retry-after from the API wins. */
   modelRetry: z
     .object({ initialInterval: DurationSchema.default('1s'), maximumAttempts: z.number().int().min(1).max(100).default(8) })
     .default({ initialInterval: '1s', maximumAttempts: 8 }),
   /** How long a model call may go without a heartbeat before Temporal retries it elsewhere (10s). */
   modelHeartbeatTimeout: DurationSchema.default('10s'),
-  /** Approval policy (see ApprovalPolicySchema). */
-  approval: ApprovalPolicySchema.default(ApprovalPolicySchema.parse({})),
+  /** Approval policy, over the agent's (see ApprovalPolicySchema). */
+  approval: ApprovalPolicySchema.partial().optional(),
+  /**
+   * How long the session waits for a follow-up message (`sendMessage`) after an answer before it
+   * completes (the agent's, else 0: answer once and complete).
+   */
+  idleTimeout: DurationSchema.optional(),
+  /**
+   * Continue as new once a run's history passes this many bytes; Temporal's own suggestion (about 4 MB or
+   * 4,000 events on a default server) triggers it too (unset: only the suggestion).
+   */
+  historyLimitBytes: z.number().int().min(1_000).max(50_000_000).optional(),
+  /** What the session may spend (over the agent's; see BudgetSchema). */
+  budget: BudgetSchema.partial().optional(),
+  /** Model prices over the agent's and Keel's (USD per million tokens; see PricingSchema). */
+  pricing: PricingSchema.optional(),
   /** Upsert Keel's search attributes (needs them registered on the namespace) (true). */
   searchAttributes: z.boolean().default(true),
 });
@@ -79,6 +101,28 @@ export const SessionInputSchema = z.object({
 export type SessionInput = z.infer<typeof SessionInputSchema>;
 /** The session input as a caller may write it (defaults optional). */
 export type SessionInputArgs = z.input<typeof SessionInputSchema>;
+
+/** A session's settings once its agent and the defaults are applied; fixed for the session's life. */
+export interface SessionSpec {
+  agent: string;
+  user: SessionUser;
+  model: string;
+  system: string;
+  tools: string[];
+  maxIterations: number;
+  maxTokens: number;
+  approval: ApprovalPolicy;
+  idleTimeout: number | string;
+  modelRetry: { initialInterval: number | string; maximumAttempts: number };
+  modelHeartbeatTimeout: number | string;
+  historyLimitBytes?: number;
+  searchAttributes: boolean;
+  /** First line of the prompt, for the Web UI's details. */
+  title: string;
+  budget: Budget;
+  /** The model's price, when the pricing table has it (no cost is counted otherwise). */
+  price?: ModelPrice;
+}
 
 /** A text block of the Messages API. */
 export interface TextBlock {
@@ -98,6 +142,8 @@ export interface ToolResultBlock {
   tool_use_id: string;
   content: string;
   is_error?: boolean;
+  /** The full text is a blob in the conversation store; `content` is its preview. Removed before the model sees it. */
+  keel_blob?: string;
 }
 /** Any content block Keel reads or writes (other kinds are carried through untouched). */
 export type ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock | { type: string; [key: string]: unknown };
@@ -107,11 +153,8 @@ export interface ConversationMessage {
   content: string | ContentBlock[];
 }
 
-/** Token counts, summed over a session's model calls. */
-export interface Usage {
-  input_tokens: number;
-  output_tokens: number;
-}
+/** Token counts and model cost (USD), summed over a session's model calls. */
+export type Usage = Spend;
 
 /** One tool call as the session records it. */
 export interface ToolCallRecord {
@@ -205,7 +248,14 @@ export interface SessionStatus {
   state: 'running' | 'completed' | 'failed';
   /** Human-readable current step, e.g. `model turn 2` or `running issue_refund`. */
   step: string;
+  /** Model calls so far, across the whole session. */
   iteration: number;
+  /** User messages taken so far (the prompt is 1). */
+  turn: number;
+  /** True while the session waits for a follow-up message. */
+  awaitingMessage: boolean;
+  /** Runs of this session so far (1, plus one per continue-as-new). */
+  run: number;
   usage: Usage;
   toolCalls: number;
   /** The most recent events (at most 200); `seq` numbers them from 1 across the session. */
@@ -223,9 +273,17 @@ export type SessionStopReason = 'end_turn' | 'max_iterations' | 'max_tokens' | '
 
 /** What `agentSession` returns. */
 export interface SessionResult {
+  /** The last answer. */
   answer: string;
   stopReason: SessionStopReason | string;
+  /** Model calls across the session. */
   iterations: number;
+  /** User messages answered (the prompt is 1). */
+  turns: number;
+  /** The agent the session ran as. */
+  agent: string;
+  /** Runs the session took (1, plus one per continue-as-new). */
+  runs: number;
   usage: Usage;
   toolCalls: ToolCallRecord[];
   /** Undos that ran (when a budget ended the session) or were registered. */
@@ -241,11 +299,88 @@ export const approvalSignal = defineSignal<[ApprovalDecision]>('approval');
 /** Update: the same decision, answering at once whether it was accepted. */
 export const decideApprovalUpdate = defineUpdate<ApprovalOutcome, [ApprovalDecision]>('decideApproval');
 
+/** A follow-up user message. */
+export const UserMessageSchema = z.object({ text: z.string().trim().min(1, 'message is empty').max(100_000, 'message is longer than 100,000 characters') });
+/** A follow-up user message. */
+export type UserMessage = z.input<typeof UserMessageSchema>;
+/** The answer to one user message. */
+export interface TurnAnswer {
+  turn: number;
+  answer: string;
+  stopReason: string;
+}
+/** Update: a follow-up user message; returns the answer to it once the session has one. */
+export const sendMessageUpdate = defineUpdate<TurnAnswer, [UserMessage]>('sendMessage');
+/** Signal: the user is done; the session completes once it has answered what it was asked. */
+export const endConversationSignal = defineSignal('endConversation');
+
+/** What a tool call's dedupe remembers: the model-facing text, and its blob when it is large. */
+export interface ToolOutputRef {
+  content: string;
+  blob?: string;
+}
+
+/** The tool runner's part of a session's state: calls, undos, approvals, the event log, completed keys. */
+export interface ToolRunnerState {
+  toolCalls: ToolCallRecord[];
+  compensations: CompensationRecord[];
+  /** The activity input of each undo, at the same index as its record in `compensations`. */
+  undoInputs: ToolActivityInput[];
+  approvals: ApprovalRequest[];
+  approvalLog: ApprovalLogEntry[];
+  /** Results of calls that completed, by idempotency key. */
+  completed: Record<string, ToolOutputRef>;
+  /** The most recent events, numbered by `seq`. */
+  events: SessionEvent[];
+  seq: number;
+}
+
+/**
+ * Everything an agent session is, as one plain serializable value: continue-as-new hands it to the next
+ * run as is, so keys, undos, approvals, usage and the conversation's place carry over.
+ */
+export interface SessionState {
+  spec: SessionSpec;
+  /** The conversation's id in the store (the workflow ID and the first run's id). */
+  conversationId: string;
+  /** Messages already in the conversation store, and those the next model call appends. */
+  conversation: { stored: number; unsent: ConversationMessage[] };
+  run: number;
+  /** `turn`: answering `turn`; `idle`: answered, waiting for a message (or to complete). */
+  phase: 'turn' | 'idle';
+  turn: number;
+  /** Model calls in the current turn. */
+  turnModelCalls: number;
+  /** Model calls across the session. */
+  modelCalls: number;
+  /** User messages waiting for their turn. */
+  inbox: string[];
+  /** Recent answers by turn (the last 20), for the updates waiting on them. */
+  answers: TurnAnswer[];
+  answer: string;
+  stopReason: string;
+  usage: Usage;
+  toolsUsed: string[];
+  endRequested: boolean;
+  tools: ToolRunnerState;
+  /** When the session started (ms since the epoch, workflow time), for the wall-time budget. */
+  startedAt: number;
+  /** Set when a budget reached 100% (the session stops, and undoes its writes if so configured). */
+  budgetExhausted?: boolean;
+  /** Audit entries not yet written to the store. */
+  audit: AuditEntryInput[];
+}
+
 /** Input of the `callModel` activity. */
 export interface CallModelInput {
   model: string;
   system?: string;
-  messages: ConversationMessage[];
+  /**
+   * The conversation by reference: the activity writes `append` at position `stored` of conversation
+   * `id` in the store, reads the whole conversation back and stores the reply after it. So history
+   * holds only what is new.
+   */
+  conversation: { id: string; stored: number; append: ConversationMessage[] };
   tools: { name: string; description: string; input_schema: Record<string, unknown> }[];
   maxTokens: number;
   /** Sent as `metadata.user_id`: the workflow ID, never the person's identity. */
@@ -257,7 +392,8 @@ export interface CallModelOutput {
   model: string;
   content: ContentBlock[];
   stopReason: string;
-  usage: Usage;
+  /** The call's tokens (its cost is the workflow's business: it holds the pricing). */
+  usage: Omit<Usage, 'cost_usd'>;
 }
 
 /** Input of every tool activity (the activity type is the tool's name). */
@@ -266,17 +402,33 @@ export interface ToolActivityInput {
   idempotencyKey: string;
   toolUseId: string;
   session: { workflowId: string; userId: string; roles: string[] };
+  /** Also return the whole result as a value (tool chains read fields of it). */
+  wantValue?: boolean;
 }
 /** Input of a tool's status-check and compensation activities (`<tool>.status`, `<tool>.compensate`). */
 export type ToolFollowUpInput = ToolActivityInput;
 /** Output of a status-check activity. */
-export type StatusCheckOutput = { applied: true; content: string } | { applied: false };
+export type StatusCheckOutput = ({ applied: true } & ToolActivityOutput) | { applied: false };
 
-/** Output of every tool activity: the result as JSON text for the model, capped in size. */
+/** Input of the `toolAvailability` local activity: the tools to ask about. */
+export interface ToolAvailabilityInput {
+  tools: string[];
+}
+/** Tools that cannot be called right now, and why (`circuit open until …`, `disabled: …`). */
+export type ToolAvailabilityOutput = Array<{ tool: string; reason: string }>;
+
+/**
+ * Output of every tool activity: the result as JSON text for the model, capped at the tool's
+ * `maxResultBytes`. A large text is kept in the conversation store: `blob` names it and `content` is a
+ * preview, so history stays small.
+ */
 export interface ToolActivityOutput {
   content: string;
   bytes: number;
   truncated: boolean;
+  blob?: string;
+  /** The whole result, when the caller asked for it (`wantValue`). */
+  value?: unknown;
 }
 
 /** ApplicationFailure types Keel raises on purpose. */
@@ -297,4 +449,8 @@ export const FailureTypes = {
   ChainStepFailed: 'ChainStepFailed',
   /** A person rejected (or did not decide) a call whose session fails on rejection. */
   ApprovalRefused: 'ApprovalRefused',
+  /** The conversation store lacks messages the session wrote (lost, or another store). Retried. */
+  ConversationMissing: 'ConversationMissing',
+  /** The tool was not called: its circuit is open or an operator disabled it. Never retried. */
+  ToolUnavailable: 'ToolUnavailable',
 } as const;

@@ -12,12 +12,13 @@ import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { KeelClient } from '../../src/client.js';
 import { loadConfig, type KeelConfig } from '../../src/config.js';
-import { startDemoServices, type DemoServices } from '../../src/demo/index.js';
+import { startDemoServices, type DemoServices } from '../../examples/support-desk/services/index.js';
 import { resolveTemporalCli, startDevServer, type DevServer } from '../../src/devserver/index.js';
 import { createLogger } from '../../src/logging.js';
-import { startScriptedModel, type ScriptedModelServer } from '../../src/scripted/index.js';
+import { startScriptedModel, type ScriptedModelServer } from '../../src/testing/scripted/index.js';
 import { createKeelWorker } from '../../src/worker.js';
 import { ROOT, SCENARIO_DIRS } from './harness.js';
+import { EXAMPLE_TOOLS } from './paths.js';
 
 /** Debian's chromium (`apt-get install -y chromium`); override with `KEEL_CHROMIUM`. */
 export const CHROMIUM_PATH = process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium';
@@ -94,11 +95,11 @@ export async function startUiStack(name: string, workflowBundlePath: string): Pr
       model,
       demo,
       async withWorker(fn) {
-        const w = await createKeelWorker({ config, toolEnv: env, logger, workflowBundle: { codePath: workflowBundlePath } });
+        const w = await createKeelWorker({ tools: EXAMPLE_TOOLS, config, toolEnv: env, logger, workflowBundle: { codePath: workflowBundlePath } });
         try {
           return await w.worker.runUntil(fn);
         } finally {
-          await w.connection.close();
+          await w.close();
         }
       },
       close,

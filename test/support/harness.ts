@@ -1,25 +1,24 @@
 /**
- * What a test file needs to drive real sessions: the shared Temporal server (from global set-up), its
- * own task queue, the scripted model playing `scenarios/` and `test/scenarios/`, the demo services, a
- * Keel client, and in-process workers on the shared workflow bundle whose pino logs go to a file the
- * test can read.
+ * What a test file needs to drive real sessions of the support-desk example: a test env from Keel's own
+ * testing entry (the shared Temporal server from global set-up, its own task queue, the scripted model
+ * playing the example's and `test/scenarios/`, a client, in-process workers on the shared workflow bundle
+ * whose pino logs go to a file the test can read), plus the example's demo services.
  */
-import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
 import { KeelClient } from '../../src/client.js';
-import { loadConfig, type KeelConfig } from '../../src/config.js';
-import { demoClient, startDemoServices, type DemoServices } from '../../src/demo/index.js';
-import { createLogger } from '../../src/logging.js';
-import { startScriptedModel, type ScriptedModelServer } from '../../src/scripted/index.js';
-import { createKeelWorker, type KeelWorker } from '../../src/worker.js';
+import type { KeelConfig } from '../../src/config.js';
+import { demoClient, startDemoServices, type DemoServices } from '../../examples/support-desk/services/index.js';
+import { approveUntilDone as approveAll, createTestEnv, type ScriptedModelServer, type TestEnv } from '../../src/testing/index.js';
+import type { KeelWorker } from '../../src/worker.js';
+import { openStore } from '../../src/store/index.js';
 
-/** Repository root. */
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+import { EXAMPLE_TOOLS, ROOT } from './paths.js';
+
+export { ROOT } from './paths.js';
 /** Scenario directories the tests play. */
-export const SCENARIO_DIRS = [path.join(ROOT, 'scenarios'), path.join(ROOT, 'test', 'scenarios')];
+export const SCENARIO_DIRS = [path.join(ROOT, 'examples', 'support-desk', 'scenarios'), path.join(ROOT, 'test', 'scenarios')];
 
 /** A test file's slice of the stack. */
 export interface Harness {
@@ -37,45 +36,36 @@ export interface Harness {
   withWorker<T>(fn: () => Promise<T>): Promise<T>;
   /** Structured log lines written so far. */
   logLines(): Array<Record<string, unknown>>;
+  /** Closes every open circuit breaker in this file's store (after a test broke a downstream on purpose). */
+  closeBreakers(): Promise<void>;
   close(): Promise<void>;
 }
 
-/** Starts the harness for one test file. */
-export async function startHarness(name: string): Promise<Harness> {
-  const model = await startScriptedModel({ scenarioDirs: SCENARIO_DIRS });
+/** Starts the harness for one test file: a test env (`keel/testing`) on the example app, plus its demo services. */
+export async function startHarness(name: string, extraEnv: Record<string, string> = {}): Promise<Harness> {
   const demo = await startDemoServices();
   const logDir = path.join(ROOT, '.keel', 'test', 'logs');
   mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${name}-${process.pid}.log`);
-  const env: Record<string, string> = {
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
-    KEEL_TASK_QUEUE: `test-${name}-${randomUUID().slice(0, 8)}`,
-    ANTHROPIC_BASE_URL: model.url,
-    KEEL_DEMO_URL: demo.url,
-    KEEL_DATA_DIR: path.join(ROOT, '.keel'),
-  };
-  const config = loadConfig(env);
-  const client = await KeelClient.connect(config);
-  const logger = createLogger({ level: 'info', file: logFile, sync: true });
-  const worker = () =>
-    createKeelWorker({ config, toolEnv: env, logger, workflowBundle: { codePath: inject('workflowBundlePath') } });
+  let env: TestEnv;
+  try {
+    env = await createTestEnv({
+      tools: EXAMPLE_TOOLS,
+      scenarioDirs: SCENARIO_DIRS,
+      temporalAddress: inject('temporalAddress'),
+      workflowBundle: { codePath: inject('workflowBundlePath') },
+      // A store of this file's own (breakers a test opens stay here), shared with the worker processes it spawns.
+      env: { KEEL_DEMO_URL: demo.url, KEEL_DATA_DIR: path.join(ROOT, '.keel', 'test', 'data', `${name}-${process.pid}`), ...extraEnv },
+      logFile,
+    });
+  } catch (err) {
+    await demo.close();
+    throw err;
+  }
   return {
-    env,
-    config,
-    client,
-    model,
+    ...env,
     demo,
     demoApi: demoClient(demo.url),
-    logFile,
-    worker,
-    async withWorker(fn) {
-      const w = await worker();
-      try {
-        return await w.worker.runUntil(fn);
-      } finally {
-        await w.connection.close();
-      }
-    },
     logLines() {
       let text = '';
       try {
@@ -88,9 +78,17 @@ export async function startHarness(name: string): Promise<Harness> {
         .filter(Boolean)
         .map((l) => JSON.parse(l) as Record<string, unknown>);
     },
+    async closeBreakers() {
+      const store = await openStore(env.config);
+      try {
+        for (const b of await store.breakers()) await store.resetBreaker(b.tool);
+      } finally {
+        await store.close();
+      }
+    },
     async close() {
-      await client.close();
-      await Promise.all([model.close(), demo.close()]);
+      await env.close();
+      await demo.close();
     },
   };
 }
@@ -104,23 +102,9 @@ export async function historyEvents(h: Harness, sessionId: string) {
 /** An approver allowed to decide on irreversible calls under the default policy. */
 export const APPROVER = { id: 'manager-1', roles: ['approver'] };
 
-/**
- * Approves every request the session raises until it closes, as a person watching `keel approvals`
- * would. Returns the ids it approved.
- */
-export async function approveUntilDone(client: KeelClient, sessionId: string, approver = APPROVER): Promise<string[]> {
-  const approved: string[] = [];
-  const handle = client.session(sessionId);
-  for (;;) {
-    const desc = await handle.describe();
-    if (desc.status.name !== 'RUNNING') return approved;
-    const pending = await client.pendingApprovals(sessionId).catch(() => []);
-    for (const p of pending) {
-      const outcome = await client.decide(sessionId, { requestId: p.requestId, decision: 'approve', approver, reason: 'ok' });
-      if (outcome.accepted) approved.push(p.requestId);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Approves every request the session raises until it closes (as `keel/testing`'s, with this file's approver). */
+export function approveUntilDone(client: KeelClient, sessionId: string, approver = APPROVER): Promise<string[]> {
+  return approveAll(client, sessionId, approver);
 }
 
 /** Activity types in the order the session scheduled them. */

@@ -5,15 +5,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { inject } from 'vitest';
-import { ROOT } from './harness.js';
+import { expect, inject } from 'vitest';
+import { EXAMPLE_TOOLS, ROOT } from './paths.js';
 
 const children = new Set<ChildProcess>();
 
-/** Starts `keel worker` as its own process with `env` and resolves once it polls its task queue. */
-export function spawnWorker(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), 'worker'], {
-    env: { ...process.env, ...env, KEEL_WORKFLOW_BUNDLE: inject('workflowBundlePath'), KEEL_LOG_FILE: '' },
+/**
+ * Starts `keel worker --tools <module>` as its own process with `env` and resolves once it polls its task
+ * queue. `bundle` is the prebuilt workflow bundle of the same module (the example's by default).
+ */
+export function spawnWorker(env: Record<string, string>, tools = EXAMPLE_TOOLS, bundle = inject('workflowBundlePath')): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), 'worker', '--tools', tools], {
+    env: { ...process.env, ...env, KEEL_WORKFLOW_BUNDLE: bundle, KEEL_LOG_FILE: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -80,14 +83,29 @@ export interface KeelRun {
 }
 
 /** Runs the `keel` CLI as a user's script would, with `env` over this process's environment. */
-export function runKeel(args: string[], env: Record<string, string | undefined>): Promise<KeelRun> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), ...args], {
+export function runKeel(args: string[], env: Record<string, string | undefined>, input?: string): Promise<KeelRun> {
+  return runCommand(process.execPath, [path.join(ROOT, 'bin', 'keel.js'), ...args], env, input);
+}
+
+/** Runs a command with `env` over this process's environment and `input` on its stdin (none by default). */
+export function runCommand(command: string, args: string[], env: Record<string, string | undefined>, input?: string): Promise<KeelRun> {
+  const child = spawn(command, args, {
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (input !== undefined) child.stdin!.end(input);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+/** Asserts a finished command was refused as bad usage (exit 2, nothing on stdout, one line on stderr); returns the line. */
+export function expectUsageError(r: KeelRun): string {
+  expect(r.code, r.stderr).toBe(2);
+  expect(r.stdout).toBe('');
+  const lines = r.stderr.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  return lines[0]!;
 }

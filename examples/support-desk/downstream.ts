@@ -5,7 +5,7 @@
  * `ToolError` the model can read. A 5xx answer or a network failure is transient: a plain error the
  * tier's retry policy handles.
  */
-import { ToolError, type StatusCheckResult, type ToolContext } from '../define.js';
+import { ToolError, type StatusCheckResult, type ToolContext } from 'keel/workflow';
 
 /**
  * Calls the downstream and returns its JSON body. Writes carry `ctx.idempotencyKey` unless

@@ -390,12 +390,12 @@ interface MessageBody {
   content: ResponseBlock[];
   stop_reason: string;
   stop_sequence: null;
-  usage: { input_tokens: number; output_tokens: number };
+  usage: { input_tokens: number; output_tokens: number; cache_creation_input_tokens?: number; cache_read_input_tokens?: number };
 }
 
 function buildMessage(scenario: Scenario, turnIndex: number, turn: ScenarioTurn, request: MessagesRequest): MessageBody {
   const content = responseContent(scenario.name, turnIndex, turn.content);
-  const usage = turn.usage ?? {
+  const usage: MessageBody['usage'] = turn.usage ?? {
     input_tokens: Math.ceil(
       JSON.stringify({ messages: request.messages, system: request.system, tools: request.tools }).length / 4,
     ),
@@ -409,7 +409,7 @@ function buildMessage(scenario: Scenario, turnIndex: number, turn: ScenarioTurn,
     content,
     stop_reason: turn.stop_reason,
     stop_sequence: null,
-    usage: { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens },
+    usage,
   };
 }
 

@@ -132,6 +132,11 @@ export const FaultSpecSchema = z.object({
   hang: z.boolean().optional(),
   after_apply: z.boolean().optional(),
 });
+/** `GET /stats`: request counts by `METHOD /segment`, and their total. */
+export const StatsSchema = z.object({ requests: z.record(z.string(), z.number().int().nonnegative()), total: z.number().int().nonnegative() });
+/** Request counts of the demo services. */
+export type Stats = z.infer<typeof StatsSchema>;
+
 /** A fault injection spec, as sent to `POST /faults`. */
 export type FaultSpec = z.infer<typeof FaultSpecSchema>;
 
@@ -186,6 +191,8 @@ export interface DemoClient {
   clearFaults(): Promise<void>;
   /** `GET /faults`: the faults in force, with their counters. */
   faults(): Promise<ActiveFault[]>;
+  /** `GET /stats`: business requests received so far, by method and first path segment (`GET /orders`). */
+  stats(): Promise<Stats>;
 }
 
 /**
@@ -226,6 +233,9 @@ export function demoClient(baseUrl: string): DemoClient {
     },
     async faults() {
       return z.object({ faults: z.array(ActiveFaultSchema) }).parse(await call('GET', '/faults')).faults;
+    },
+    async stats() {
+      return StatsSchema.parse(await call('GET', '/stats'));
     },
   };
 }

@@ -40,7 +40,7 @@ const MAX_DRAIN_BYTES = 16 * MAX_BODY_BYTES;
 /** Stripe's limit on idempotency key length. */
 const MAX_KEY_LENGTH = 255;
 /** Paths that fault injection never touches, so tests can always inspect and reset the server. */
-const UNFAULTED_PATHS = ['/ledger', '/faults', '/healthz'];
+const UNFAULTED_PATHS = ['/ledger', '/faults', '/healthz', '/stats'];
 
 /** An HTTP error answered as `{ error: { type, message, param? } }`. */
 class HttpError extends Error {
@@ -286,6 +286,8 @@ export async function startDemoServices(opts: DemoServicesOptions = {}): Promise
   const host = opts.host ?? '127.0.0.1';
   const ledger = new DemoLedger(opts.dbFile ?? ':memory:');
   const faults = new Faults();
+  /** Business requests received, by method and first path segment (`GET /orders`). */
+  const stats = new Map<string, number>();
   const timers = new Set<NodeJS.Timeout>();
   let closed = false;
 
@@ -396,6 +398,7 @@ export async function startDemoServices(opts: DemoServicesOptions = {}): Promise
     ),
 
     route('GET', '/ledger', () => ({ status: 200, body: ledger.snapshot() })),
+    route('GET', '/stats', () => ({ status: 200, body: { requests: Object.fromEntries(stats), total: [...stats.values()].reduce((a, b) => a + b, 0) } })),
     route('GET', '/faults', () => ({ status: 200, body: { faults: faults.list() } })),
     route('POST', '/faults', ({ body }) => ({ status: 201, body: faults.set(parse(FaultSpecSchema, body, 'body')) })),
     route('DELETE', '/faults', () => {
@@ -513,6 +516,11 @@ export async function startDemoServices(opts: DemoServicesOptions = {}): Promise
         return;
       }
 
+      // Every business request counts, faulted or not: how hard a broken downstream was hit.
+      if (!UNFAULTED_PATHS.includes(url.pathname)) {
+        const key = `${method} /${url.pathname.split('/')[1] ?? ''}`;
+        stats.set(key, (stats.get(key) ?? 0) + 1);
+      }
       const fault = faults.take(method, url.pathname);
       const injected = fault && errorReply(fault.status, 'fault_injected', `injected fault on "${fault.endpoint}" (HTTP ${fault.status})`);
       if (fault && !fault.afterApply) {

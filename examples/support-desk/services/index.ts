@@ -25,6 +25,8 @@ export {
   type PlanChange,
   PlanSchema,
   type Plan,
+  StatsSchema,
+  type Stats,
   DemoErrorBodySchema,
   type DemoErrorBody,
 } from './client.js';

@@ -1,13 +1,12 @@
 // Scenario scripts for the scripted Messages API server: the zod schema of a scenario file, the
 // loader that reads every `*.json` file of a list of directories, and the default directory list
-// (`<repo>/scenarios` plus each entry of `KEEL_SCENARIOS_DIR`). A scenario is the fake model's whole
+// (`./scenarios` of the working directory plus each entry of `KEEL_SCENARIOS_DIR`). A scenario is the fake model's whole
 // behaviour, turn by turn: what it answers, how long it takes, which HTTP faults it injects first, and
 // which tool results it expects to have been sent. Parsing is strict inside turns so that a typo in a
 // hand-written file (`"latency"` for `"latency_ms"`) fails loudly with the file name and the JSON path,
 // instead of silently changing what a test exercises.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 
 /** A `text` content block the scripted model answers with. */
@@ -72,6 +71,8 @@ export const ScenarioTurnSchema = z.strictObject({
     .strictObject({
       input_tokens: z.number().int().min(0),
       output_tokens: z.number().int().min(0),
+      cache_creation_input_tokens: z.number().int().min(0).optional(),
+      cache_read_input_tokens: z.number().int().min(0).optional(),
     })
     .optional(),
   /** Delay before the successful response is sent, in milliseconds. */
@@ -174,20 +175,20 @@ export function loadScenarios(dirs: string[]): Map<string, Scenario> {
 }
 
 /**
- * The directories scenarios are read from: the repository's `scenarios/` folder, then each entry of
- * `KEEL_SCENARIOS_DIR` (split on `path.delimiter`, empty entries ignored, resolved against the
- * working directory).
+ * The directories scenarios are read from: `scenarios/` in the working directory (a project's own
+ * scripts), then each entry of `KEEL_SCENARIOS_DIR` (split on `path.delimiter`, empty entries ignored,
+ * resolved against the working directory).
  *
  * @param env - environment to read `KEEL_SCENARIOS_DIR` from; defaults to `process.env`.
  */
 export function scenarioDirs(env: NodeJS.ProcessEnv = process.env): string[] {
-  const bundled = fileURLToPath(new URL('../../scenarios', import.meta.url));
+  const local = path.resolve('scenarios');
   const extra = (env['KEEL_SCENARIOS_DIR'] ?? '')
     .split(path.delimiter)
     .map((d) => d.trim())
     .filter((d) => d.length > 0)
     .map((d) => path.resolve(d));
-  return [bundled, ...extra];
+  return [local, ...extra];
 }
 
 /** What one {@link ScenarioLoader.load} call found: the valid scenarios and the files that failed. */

@@ -1,0 +1,64 @@
+/**
+ * The agent contract. An agent is configuration, not code: a name sessions choose it by, the system
+ * prompt, the model, the subset of the app's tools it may offer, its budgets and its approval policy.
+ * `defineAgent` validates the definition once, at registration, so a worker with a bad agent never starts.
+ *
+ * Sandbox-safe (zod and plain data only): the workflow reads agents to configure a session.
+ */
+import { z } from 'zod';
+import { BudgetSchema, PricingSchema } from '../workflows/budget.js';
+import { ApprovalPolicySchema, DurationSchema, describeIssues } from '../workflows/types.js';
+
+/** What an agent author writes. Defaults in parentheses. */
+export const AgentSpecSchema = z.object({
+  /** The name sessions choose it by (`keel run --agent <name>`). */
+  name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'must match ^[a-zA-Z0-9_-]{1,64}$'),
+  /** One line for people: what the agent is for. */
+  description: z.string().max(1000).optional(),
+  /** The system prompt: the agent's duties and manners, written for the model. */
+  system: z.string().min(1, 'system prompt is empty').max(100_000),
+  /** Model name; the session's `model` wins, then this, then the client's default (KEEL_MODEL). */
+  model: z.string().min(1).max(200).optional(),
+  /** Tools the agent may offer, by name (every tool of the app). */
+  tools: z.array(z.string().min(1)).optional(),
+  /** Model turns per user message before the session stops with `max_iterations` (10). */
+  maxIterations: z.number().int().min(1).max(200).optional(),
+  /** `max_tokens` per model call (1024). */
+  maxTokens: z.number().int().min(1).max(64_000).optional(),
+  /** Who may approve what (see ApprovalPolicySchema). */
+  approval: ApprovalPolicySchema.partial().optional(),
+  /** How long a conversation waits for the next user message before it completes (0: answer once and complete). */
+  idleTimeout: DurationSchema.optional(),
+  /** What each session may spend (see BudgetSchema); a session's own budget wins field by field. */
+  budget: BudgetSchema.partial().optional(),
+  /** Model prices over Keel's (USD per million tokens). */
+  pricing: PricingSchema.optional(),
+});
+/** An agent as its author writes it. */
+export type AgentSpec = z.input<typeof AgentSpecSchema>;
+
+/** A registered agent. */
+export type Agent = z.output<typeof AgentSpecSchema> & { readonly kind: 'agent' };
+
+/** An agent definition is invalid; the message names the agent and the field. */
+export class AgentDefinitionError extends Error {
+  override readonly name = 'AgentDefinitionError';
+}
+
+/**
+ * Registers an agent after validating it. Tools may be given as names or as the tool objects.
+ * @throws AgentDefinitionError naming the agent and every bad field.
+ */
+export function defineAgent(spec: Omit<AgentSpec, 'tools'> & { tools?: Array<string | { name: string }> }): Agent {
+  const tools = spec.tools?.map((t) => (typeof t === 'string' ? t : t.name));
+  const parsed = AgentSpecSchema.safeParse({ ...spec, ...(tools ? { tools } : {}) });
+  if (!parsed.success) {
+    throw new AgentDefinitionError(`agent '${String(spec.name)}': ${describeIssues(parsed.error, '(definition)')}`);
+  }
+  return { ...parsed.data, kind: 'agent' };
+}
+
+/** True for a value made by `defineAgent`. */
+export function isAgent(value: unknown): value is Agent {
+  return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'agent';
+}

@@ -1,0 +1,121 @@
+/**
+ * One session lifecycle, shared by every Keel workflow (`agentSession`, `toolChain`): the `status` query,
+ * the details and search attributes people read in the Web UI (and `keel approvals` finds sessions by),
+ * and the ending: completed, or failed/cancelled → the registered undos run last-in-first-out → the
+ * failure is rethrown with them in its details. Continue-as-new passes through untouched.
+ */
+import { CancellationScope, ContinueAsNew, isCancellation, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type { AuditTrail } from './audit.js';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
+import { KeelCostUsd, KeelPendingApproval, KeelStatus, KeelToolsUsed } from './search-attributes.js';
+import { failureWithCompensations, type ToolRunner } from './tool-runner.js';
+import { statusQuery, type SessionStatus } from './types.js';
+
+/** What a workflow tells its lifecycle. */
+export interface LifecycleOptions {
+  runner: ToolRunner;
+  /** Upsert Keel's search attributes (they must be registered on the namespace). */
+  searchAttributes: boolean;
+  /** The request's first line, for the details. */
+  title: string;
+  /** The workflow's own progress, for the status query and details. */
+  progress(): Pick<SessionStatus, 'iteration' | 'usage' | 'turn' | 'awaitingMessage' | 'run'>;
+  /** Names of the tools called so far. */
+  toolsUsed(): string[];
+  /** Where the session's end is recorded. */
+  audit?: AuditTrail;
+  /** More lines for the details (e.g. budget use). */
+  details?(): string[];
+}
+
+/** A workflow's status, details, search attributes and ending; see the file header. */
+export class SessionLifecycle {
+  state: SessionStatus['state'] = 'running';
+  step = 'starting';
+  private lastPending = false;
+  private lastToolsUsed = 0;
+  private lastCost = 0;
+
+  constructor(private readonly o: LifecycleOptions) {
+    setHandler(statusQuery, () => o.runner.status({ state: this.state, step: this.step, ...o.progress() }));
+    this.upsert([{ key: KeelStatus, value: 'running' }]);
+  }
+
+  /** Sets the human-readable step and refreshes what the Web UI shows. */
+  setStep(step: string): void {
+    this.step = step;
+    this.refresh();
+  }
+
+  /** Refreshes the details and, when they changed, the pending-approval and tools-used search attributes. */
+  refresh(): void {
+    const { runner } = this.o;
+    const progress = this.o.progress();
+    const pending = runner.pendingApprovals();
+    const toolsUsed = this.o.toolsUsed();
+    const lines = [
+      `**Request:** ${this.o.title}`,
+      `**Step:** ${pending.length ? `waiting for approval: ${pending.map((p) => `${p.requestId} (${p.tool})`).join(', ')}` : this.step}`,
+      `**Turns:** ${progress.turn} · **model calls:** ${progress.iteration} · **tool calls:** ${runner.toolCalls.length} · **tokens:** ${progress.usage.input_tokens} in / ${progress.usage.output_tokens} out` +
+        (progress.usage.cost_usd > 0 ? ` · **cost:** $${progress.usage.cost_usd.toFixed(4)}` : '') +
+        (progress.run > 1 ? ` · **run:** ${progress.run}` : ''),
+    ];
+    if (toolsUsed.length) lines.push(`**Tools used:** ${toolsUsed.join(', ')}`);
+    lines.push(...(this.o.details?.() ?? []));
+    const undone = runner.compensations.filter((c) => c.status !== 'pending');
+    if (undone.length) lines.push(`**Compensations:** ${undone.map((c) => `${c.tool} ${c.status}`).join(', ')}`);
+    setCurrentDetails(lines.join('\n\n'));
+    if (pending.length > 0 !== this.lastPending && this.state === 'running') {
+      this.lastPending = pending.length > 0;
+      this.upsert([
+        { key: KeelPendingApproval, value: this.lastPending },
+        { key: KeelStatus, value: this.lastPending ? 'waiting_approval' : 'running' },
+      ]);
+    }
+    if (toolsUsed.length !== this.lastToolsUsed) {
+      this.lastToolsUsed = toolsUsed.length;
+      this.upsert([{ key: KeelToolsUsed, value: toolsUsed }]);
+    }
+  }
+
+  /**
+   * Runs the workflow's body. On success the session is completed; on failure or cancellation the undos
+   * run and the failure is rethrown (with the undos in its details); continue-as-new passes through.
+   */
+  async run<T>(body: () => Promise<T>, ending?: (result: T) => Record<string, unknown>): Promise<T> {
+    let result: T;
+    try {
+      result = await body();
+    } catch (err) {
+      if (err instanceof ContinueAsNew) throw err;
+      this.state = 'failed';
+      const reason = err instanceof Error ? err.message : String(err);
+      this.setStep(`compensating after: ${reason}`);
+      const compensations = await this.o.runner.compensate(this.o.progress().iteration);
+      const outcome = isCancellation(err) ? 'cancelled' : 'failed';
+      this.o.audit?.add('run_end', 'end', { outcome, reason, usage: this.o.progress().usage, compensations: compensations.map((c) => `${c.tool}: ${c.status}`) });
+      await CancellationScope.nonCancellable(() => this.o.audit?.flush() ?? Promise.resolve());
+      this.setStep(`failed: ${reason}`);
+      this.upsert([{ key: KeelStatus, value: isCancellation(err) ? 'cancelled' : 'failed' }, { key: KeelPendingApproval, value: false }]);
+      if (isCancellation(err)) throw err;
+      throw failureWithCompensations(err, compensations);
+    }
+    this.state = 'completed';
+    this.o.audit?.add('run_end', 'end', { outcome: 'completed', usage: this.o.progress().usage, ...ending?.(result) });
+    await this.o.audit?.flush();
+    this.upsert([{ key: KeelStatus, value: 'completed' }]);
+    return result;
+  }
+
+  /** Sets the `KeelCostUsd` search attribute (rounded to a hundredth of a cent, so it changes only when it shows). */
+  setCost(usd: number): void {
+    const rounded = Math.round(usd * 10_000) / 10_000;
+    if (rounded === this.lastCost) return;
+    this.lastCost = rounded;
+    this.upsert([{ key: KeelCostUsd, value: rounded }]);
+  }
+
+  private upsert(pairs: SearchAttributeUpdatePair[]): void {
+    if (this.o.searchAttributes) upsertSearchAttributes(pairs);
+  }
+}
