@@ -100,6 +100,11 @@ const TOOL_HEARTBEAT_TIMEOUT = '5s';
 export class ToolRunner {
   /** Calls under way, by idempotency key: an identical call in the same turn waits for the first. */
   private readonly inFlight = new Map<string, Promise<ToolCallResult>>();
+  /**
+   * The order this run issued each call in, by toolUseId. Undos are registered in this order, not in the
+   * order parallel calls happen to get there, so a saga undoes a turn's calls in reverse of the model's.
+   */
+  private readonly callOrder = new Map<string, number>();
 
   constructor(
     private readonly o: ToolRunnerOptions,
@@ -149,6 +154,7 @@ export class ToolRunner {
   async run(call: ToolCallRequest): Promise<ToolCallResult> {
     const record: ToolCallRecord = { toolUseId: call.toolUseId, name: call.name, outcome: 'ok', iteration: call.iteration };
     this.state.toolCalls.push(record);
+    this.callOrder.set(call.toolUseId, this.callOrder.size);
     const started = Date.now();
     const finish = (outcome: ToolCallRecord['outcome'], content: string, detail = content, out?: Partial<ToolActivityOutput>): ToolCallResult => {
       record.outcome = outcome;
@@ -255,8 +261,7 @@ export class ToolRunner {
     let undo: CompensationRecord | undefined;
     if (tool.policy.compensable) {
       undo = { tool: tool.name, idempotencyKey: key, toolUseId: call.toolUseId, status: 'pending' };
-      this.state.compensations.push(undo);
-      this.state.undoInputs.push(input);
+      this.registerUndo(undo, input);
     }
 
     try {
@@ -333,6 +338,16 @@ export class ToolRunner {
       }
     });
     return compensations;
+  }
+
+  /** Adds an undo after every undo of a call issued before this one (undos from earlier runs come first). */
+  private registerUndo(undo: CompensationRecord, input: ToolActivityInput): void {
+    const { compensations, undoInputs } = this.state;
+    const order = (c: CompensationRecord) => this.callOrder.get(c.toolUseId) ?? -1;
+    let at = compensations.length;
+    while (at > 0 && order(compensations[at - 1]!) > order(undo)) at--;
+    compensations.splice(at, 0, undo);
+    undoInputs.splice(at, 0, input);
   }
 
   /** Remembers a completed side effect's result by key, so the same call later is answered without running. */
