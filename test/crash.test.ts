@@ -34,7 +34,7 @@ it('survives SIGKILL of the worker during a slow model turn and gives the same a
   const first = await spawnWorker(h.env);
   const requestsBefore = h.model.requests;
   const { handle } = await start(sessionId);
-  // Turn 1 answers at once; turn 2 takes 4 s. Kill the worker while it waits on turn 2.
+  // Turn 1 answers at once; turn 2 takes 8 s (margin for a loaded machine). Kill the worker while it waits on turn 2.
   await until(() => h.model.requests >= requestsBefore + 2, 'the slow model turn to start');
   await new Promise((r) => setTimeout(r, 500));
   await sigkill(first);
