@@ -11,7 +11,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { bundleApp, loadApp } from './app/load.js';
 import { AppDefinitionError } from './app/registry.js';
 import { KeelClient, SessionInputError, failureMessage } from './client.js';
-import { ConfigError, dataDir, loadConfig } from './config.js';
+import { ConfigError, MetricsAddressSchema, dataDir, loadConfig } from './config.js';
 import { startEmbeddedStack } from './dev.js';
 import { TemporalCliNotFoundError, resolveTemporalCli } from './devserver/index.js';
 import { createLogger } from './logging.js';
@@ -32,6 +32,7 @@ const HELP = `keel — durable tool-using agents on Temporal
 Usage:
   keel dev --tools <module>       start the embedded stack and a worker; stays up until Ctrl-C
   keel worker --tools <module>    run a worker against TEMPORAL_ADDRESS
+      --metrics <ip:port>         serve Prometheus /metrics there (KEEL_METRICS_ADDRESS), e.g. 0.0.0.0:9464
   keel run <prompt> [options]     start a session and follow it to its answer
       --agent <name>  --user <id> --role <r>...  --tool <name>...  --model <m>  --session-id <id>
       --max-iterations <n>  --detach (print the session id and return)
@@ -295,8 +296,13 @@ async function cmdReplay(args: string[]): Promise<number> {
 const quietLogger = { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => process.stderr.write(`${m}\n`) };
 
 async function cmdWorker(args: string[]): Promise<number> {
-  const { values } = parse(args, { tools: { type: 'string' } }, false);
+  const { values } = parse(args, { tools: { type: 'string' }, metrics: { type: 'string' } }, false);
   const config = loadConfig();
+  if (values.metrics !== undefined) {
+    const address = MetricsAddressSchema.safeParse(values.metrics);
+    if (!address.success) throw new UsageError(`--metrics: ${address.error.issues[0]!.message} (got '${values.metrics}')`);
+    config.KEEL_METRICS_ADDRESS = address.data;
+  }
   const worker = await createKeelWorker({
     tools: toolsModule(values.tools, 'worker'),
     config,

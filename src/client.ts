@@ -26,6 +26,7 @@ import {
   type TurnAnswer,
   describeIssues,
 } from './workflows/types.js';
+import { clientTracing, tracingFromEnv, type KeelTracing } from './telemetry/tracing.js';
 import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
 import type { agentSession, toolChain } from './workflows/index.js';
 
@@ -59,12 +60,18 @@ export class KeelClient {
     readonly config: KeelConfig,
     readonly connection: Connection,
     readonly temporal: Client,
+    private readonly tracing?: KeelTracing,
   ) {}
 
-  /** Connects to Temporal with the validated configuration. */
-  static async connect(config: KeelConfig = loadConfig()): Promise<KeelClient> {
+  /**
+   * Connects to Temporal with the validated configuration. With tracing on (the `OTEL_*` variables), a
+   * session's trace starts here, at the client's `StartWorkflow` span.
+   */
+  static async connect(config: KeelConfig = loadConfig(), opts: { tracing?: KeelTracing | false } = {}): Promise<KeelClient> {
+    const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-client'));
     const connection = await Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: '5s' });
-    return new KeelClient(config, connection, new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }));
+    const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE, interceptors: { workflow: clientTracing(tracing) } });
+    return new KeelClient(config, connection, temporal, tracing);
   }
 
   /** Starts a session; throws `SessionInputError` naming every bad field. */
@@ -204,6 +211,7 @@ export class KeelClient {
   /** Closes the connection. */
   async close(): Promise<void> {
     await this.connection.close();
+    await this.tracing?.shutdown();
   }
 }
 

@@ -7,6 +7,7 @@
  * Keel adds its checks at the edge: formats, an mTLS pair that is whole, and no API key over plaintext.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import type { TLSConfig } from '@temporalio/client';
 import {
@@ -17,12 +18,26 @@ import {
   type ConfigDataSource,
 } from '@temporalio/envconfig';
 import { z } from 'zod';
+import { tracingSettings } from './telemetry/settings.js';
 import { describeIssues } from './workflows/types.js';
 
 const optionalString = z.string().trim().min(1).optional().catch(undefined);
 const boolish = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const hostPort = z.string().regex(/^[^\s:/]+:\d{1,5}$/, 'expected host:port, e.g. localhost:7233');
 const namespaceName = z.string().regex(/^[\w.-]{1,255}$/, 'expected a namespace name');
+
+/**
+ * Where the worker serves Prometheus `/metrics`: an IP address and a port, the form Temporal core's exporter
+ * binds (it takes no host names: `localhost:9464` is refused rather than failing later inside the runtime).
+ */
+export const MetricsAddressSchema = z.string().refine(
+  (v) => {
+    const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+    const port = Number(m?.[3]);
+    return m !== null && isIP(m[1] ?? m[2] ?? '') === (m[1] ? 6 : 4) && port >= 1 && port <= 65535;
+  },
+  { message: 'expected an IP address and a port to listen on, e.g. 0.0.0.0:9464, 127.0.0.1:9464 or [::]:9464 (not a host name)' },
+);
 
 /**
  * The environment variables Keel reads, with defaults. The TEMPORAL_* ones are Temporal's standard client
@@ -71,6 +86,21 @@ export const KeelEnvSchema = z.object({
   KEEL_TOOLS: optionalString,
   /** A prebuilt workflow bundle (from `bundleApp`) for the worker to load instead of bundling at start. */
   KEEL_WORKFLOW_BUNDLE: optionalString,
+  /**
+   * `ip:port` where the worker serves Prometheus `/metrics` (Temporal's worker metrics and Keel's); unset,
+   * nothing listens. One endpoint per process: the first worker of a process sets it.
+   */
+  KEEL_METRICS_ADDRESS: MetricsAddressSchema.optional(),
+  /**
+   * How often a worker with metrics reads the fleet-wide gauges (breaker states, disabled tools, sessions
+   * waiting for approval) from Keel's store and Temporal's visibility (15s); parsed to milliseconds.
+   */
+  KEEL_METRICS_INTERVAL: z
+    .string()
+    .regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, 'expected a duration such as 15s, 500ms or 1m')
+    .default('15s')
+    .transform((v) => Number(/^[\d.]+/.exec(v)![0]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[/[a-z]+$/.exec(v)![0] as 'ms' | 's' | 'm' | 'h'])
+    .refine((ms) => ms >= 100, 'expected at least 100ms'),
 });
 
 /** The Temporal client profile Keel connects with. */
@@ -135,6 +165,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KeelConfig {
     temporalProfile: profile,
   };
   checkTemporalProfile(config);
+  tracingSettings(env);
   return config;
 }
 

@@ -9,6 +9,7 @@ import { Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import type { KeelClient } from './client.js';
+import { workerTracing } from './telemetry/tracing.js';
 
 type History = ReturnType<typeof historyFromJSON>;
 
@@ -41,7 +42,7 @@ export type ReplayBundle = NonNullable<WorkerOptions['workflowBundle']>;
 export async function replayHistory(history: History, workflowId: string, opts: { workflowBundle: ReplayBundle }): Promise<ReplayReport> {
   const events = history.events?.length ?? 0;
   try {
-    await Worker.runReplayHistory({ workflowBundle: opts.workflowBundle }, history, workflowId);
+    await Worker.runReplayHistory({ workflowBundle: opts.workflowBundle, sinks: workerTracing(undefined, new Map()).sinks }, history, workflowId);
     return { workflowId, events, deterministic: true };
   } catch (err) {
     const e = err as Error;

@@ -4,7 +4,8 @@
  * tool, named after the tool) and opens the conversation store, with pino as the runtime logger. Thin
  * on purpose: everything it wires lives in `app/`, `workflows/`, `activities/` and `store/`.
  */
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { Client } from '@temporalio/client';
+import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Logger as PinoLogger } from 'pino';
 import { createAuditActivities, createAvailabilityActivities, createModelActivities, createToolActivities } from './activities/index.js';
 import { bundleApp, loadApp } from './app/load.js';
@@ -12,6 +13,8 @@ import type { KeelApp } from './app/registry.js';
 import { loadConfig, modelEndpoint, temporalConnectionOptions, type KeelConfig } from './config.js';
 import { createLogger, installRuntimeLogger } from './logging.js';
 import { openStore, type KeelStore } from './store/index.js';
+import { createMetricsInterceptor, startFleetGauges } from './telemetry/metrics.js';
+import { tracingFromEnv, workerTracing, type KeelTracing } from './telemetry/tracing.js';
 
 /** Options for `createKeelWorker`. */
 export interface KeelWorkerOptions {
@@ -30,6 +33,8 @@ export interface KeelWorkerOptions {
   logger?: PinoLogger;
   /** Environment handed to tools (`process.env` by default). */
   toolEnv?: Readonly<Record<string, string | undefined>>;
+  /** Tracing (from the `OTEL_*` variables by default; `false`: none). */
+  tracing?: KeelTracing | false;
   /** Extra worker options (identity, concurrency, shutdown grace). */
   worker?: Partial<Omit<WorkerOptions, 'connection' | 'taskQueue' | 'namespace' | 'activities'>>;
 }
@@ -50,7 +55,9 @@ export interface KeelWorker {
  */
 export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWorker> {
   const config = opts.config ?? loadConfig();
-  const logger = installRuntimeLogger(opts.logger ?? createLogger({ level: config.KEEL_LOG_LEVEL, file: config.KEEL_LOG_FILE }));
+  const logger = installRuntimeLogger(opts.logger ?? createLogger({ level: config.KEEL_LOG_LEVEL, file: config.KEEL_LOG_FILE }), {
+    metricsAddress: config.KEEL_METRICS_ADDRESS,
+  });
   const model = modelEndpoint(config);
   const app = await loadApp(opts.tools);
   for (const warning of app.warnings) logger.warn({ tools: opts.tools }, warning);
@@ -58,6 +65,8 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
   const workflowBundle =
     opts.workflowBundle ??
     (config.KEEL_WORKFLOW_BUNDLE ? { codePath: config.KEEL_WORKFLOW_BUNDLE } : await bundleApp(opts.tools, { logger: quietBundler(logger) }));
+  const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-worker'));
+  const traced = workerTracing(tracing, app.tools);
   const store = opts.store ?? (await openStore(config));
   const closeStore = () => (opts.store ? Promise.resolve() : store.close());
   let connection: NativeConnection;
@@ -79,12 +88,27 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
         ...createAvailabilityActivities(store),
         ...createAuditActivities(store),
       },
+      interceptors: { activity: [...traced.activity, createMetricsInterceptor(app.tools.values())] },
+      sinks: traced.sinks,
       shutdownGraceTime: '5s',
       ...(config.KEEL_MAX_CACHED_WORKFLOWS !== undefined ? { maxCachedWorkflows: config.KEEL_MAX_CACHED_WORKFLOWS } : {}),
       ...opts.worker,
     });
+    // With metrics on, the fleet-wide gauges (breakers, disabled tools, sessions awaiting approval) too.
+    const gauges = config.KEEL_METRICS_ADDRESS
+      ? startFleetGauges({
+          meter: Runtime.instance().metricMeter,
+          store,
+          tools: [...app.tools.keys()],
+          visibility: new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }).workflow,
+          namespace: config.TEMPORAL_NAMESPACE,
+          taskQueue: config.KEEL_TASK_QUEUE,
+          intervalMs: config.KEEL_METRICS_INTERVAL,
+          onError: (what, err) => logger.warn({ gauge: what, err: err instanceof Error ? err.message : String(err) }, 'metrics: cannot read a gauge'),
+        })
+      : undefined;
     logger.info(
-      { taskQueue: config.KEEL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE, model: model.kind, tools: app.tools.size, agents: [...app.agents.keys()], store: store.kind },
+      { taskQueue: config.KEEL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE, model: model.kind, tools: app.tools.size, agents: [...app.agents.keys()], store: store.kind, ...(config.KEEL_METRICS_ADDRESS ? { metrics: config.KEEL_METRICS_ADDRESS } : {}) },
       'worker ready',
     );
     return {
@@ -94,6 +118,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
       store,
       async close() {
         try {
+          await gauges?.stop();
           // The SDK releases its hold on the connection only when run() ends: end it, or run it for nothing.
           const state = worker.getState();
           if (state === 'INITIALIZED') await worker.runUntil(Promise.resolve());
@@ -102,6 +127,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
             while (!['STOPPED', 'FAILED'].includes(worker.getState())) await new Promise((r) => setTimeout(r, 20));
           }
           await connection.close();
+          await tracing?.shutdown();
         } finally {
           await closeStore();
         }

@@ -6,7 +6,7 @@
  * Bad budgets and pricing are refused with a reason.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KeelCostUsd } from '../src/workflows/search-attributes.js';
+import { KeelCostUsd, KeelIterations, KeelStopReason } from '../src/workflows/search-attributes.js';
 import type { TestEnv } from '../src/testing/index.js';
 import { SessionInputError } from '../src/client.js';
 import type { StartSessionOptions } from '../src/client.js';
@@ -70,8 +70,9 @@ describe('near a budget', () => {
     const input = JSON.parse(Buffer.from(lastModelInput.activityTaskScheduledEventAttributes!.input!.payloads![0]!.data!).toString()) as { tools: unknown[]; system: string };
     expect(input.tools).toEqual([]);
     expect(input.system).toMatch(/last turn and no tools are available/);
-    // Cost in the search attribute too.
-    expect((await env.client.session(sessionId).describe()).typedSearchAttributes.get(KeelCostUsd)).toBe(4);
+    // Cost, iterations and why it stopped in the search attributes too.
+    const attributes = (await env.client.session(sessionId).describe()).typedSearchAttributes;
+    expect([attributes.get(KeelCostUsd), attributes.get(KeelIterations), attributes.get(KeelStopReason)]).toEqual([4, 4, 'budget_usd']);
   }, 60_000);
 
   it('runs only the tool calls a turn has budget for, then stops', async () => {

@@ -162,6 +162,7 @@ async function runInProcess(
         session: { workflowId: sessionId, userId: USER.id, roles: USER.roles },
         toolUseId: block.id,
         env,
+        traceHeaders: {},
       };
       const out = await tool.run(input, ctx);
       results.push({ type: 'tool_result', tool_use_id: block.id, content: JSON.stringify(out ?? null) });

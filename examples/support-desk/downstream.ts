@@ -1,9 +1,9 @@
 /**
  * How the example tools talk to their downstream systems (the demo services, or a real deployment at
  * the same URL shape): JSON over HTTP, the idempotency key as `Idempotency-Key` on writes, the
- * activity's abort signal on every request. A 4xx answer is the downstream refusing this input: a
- * `ToolError` the model can read. A 5xx answer or a network failure is transient: a plain error the
- * tier's retry policy handles.
+ * activity's abort signal and the session's trace (`ctx.traceHeaders`) on every request. A 4xx answer
+ * is the downstream refusing this input: a `ToolError` the model can read. A 5xx answer or a network
+ * failure is transient: a plain error the tier's retry policy handles.
  */
 import { ToolError, type StatusCheckResult, type ToolContext } from 'keel/workflow';
 
@@ -20,7 +20,7 @@ export async function downstream<T = unknown>(
 ): Promise<T> {
   const base = ctx.env.KEEL_DEMO_URL;
   if (!base) throw new ToolError('this tool is not configured: KEEL_DEMO_URL is not set on the worker');
-  const headers: Record<string, string> = { accept: 'application/json' };
+  const headers: Record<string, string> = { accept: 'application/json', ...ctx.traceHeaders };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET') headers['idempotency-key'] = opts.idempotencyKey ?? ctx.idempotencyKey;
   const res = await fetch(new URL(path, base), {

@@ -10,6 +10,7 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type { KeelStore } from '../store/index.js';
 import { guarded } from './resilience.js';
+import { traceHeaders } from '../telemetry/tracing.js';
 import { ToolError, type Tool, type ToolContext, type ToolLogger } from '../tools/index.js';
 import { FailureTypes, type StatusCheckOutput, type ToolActivityInput, type ToolActivityOutput, describeIssues } from '../workflows/types.js';
 
@@ -125,6 +126,7 @@ async function invoke<T>(
         session: req.session,
         toolUseId: req.toolUseId,
         env,
+        traceHeaders: traceHeaders(),
       });
       resultBytes = bytes(result);
       success = true;

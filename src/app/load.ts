@@ -22,6 +22,12 @@ const WORKFLOWS_INDEX = fileURLToPath(new URL('../workflows/index.ts', import.me
  * directory, and the bundler's own entrypoint beside it must still find the SDK.
  */
 const SDK_MODULES = path.resolve(path.dirname(createRequire(import.meta.url).resolve('@temporalio/workflow/package.json')), '..', '..');
+/**
+ * Temporal's OpenTelemetry workflow interceptors, always in the bundle: they carry the trace into
+ * activities' headers and hand the workflow's spans to the worker's `exporter` sink (which drops them
+ * when tracing is off), so one bundle serves traced and untraced workers alike.
+ */
+const TRACING_INTERCEPTORS = createRequire(import.meta.url).resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors');
 const APP_INSTALLER = fileURLToPath(new URL('../workflows/app.ts', import.meta.url));
 
 /** The absolute path of a tools module given on a command line or in options. */
@@ -78,6 +84,7 @@ export async function bundleApp(modulePath: string, opts: { logger?: BundleLogge
   await writeFile(entry, source);
   return bundleWorkflowCode({
     workflowsPath: entry,
+    workflowInterceptorModules: [TRACING_INTERCEPTORS],
     ...(opts.logger ? { logger: opts.logger } : {}),
     webpackConfigHook: (config) => {
       config.resolve = { ...config.resolve, modules: [...(config.resolve?.modules ?? ['node_modules']), SDK_MODULES] };

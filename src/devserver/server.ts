@@ -398,8 +398,10 @@ function nonEmpty(v: string | undefined): string | undefined {
   return v === undefined || v === '' ? undefined : v;
 }
 
-function cliTypeToSdk(t: CliSearchAttributeType): 'KEYWORD' | 'BOOL' | 'KEYWORD_LIST' | 'DOUBLE' {
+function cliTypeToSdk(t: CliSearchAttributeType): 'KEYWORD' | 'BOOL' | 'KEYWORD_LIST' | 'DOUBLE' | 'INT' {
   switch (t) {
+    case 'Int':
+      return 'INT';
     case 'Keyword':
       return 'KEYWORD';
     case 'Bool':

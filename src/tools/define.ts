@@ -53,6 +53,11 @@ export interface ToolContext {
   toolUseId: string;
   /** The worker's environment (validated config lives elsewhere; tools read their own endpoints here). */
   env: Readonly<Record<string, string | undefined>>;
+  /**
+   * Headers that carry the session's trace to a downstream: W3C `traceparent` (and `tracestate`) and
+   * `X-Trace-ID`. Spread them into your HTTP call's headers; empty when tracing is off.
+   */
+  traceHeaders: Readonly<Record<string, string>>;
 }
 
 /**

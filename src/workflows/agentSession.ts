@@ -117,6 +117,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
     toolsUsed: () => state.toolsUsed,
     audit,
     details: () => budgetLine(spec.budget, { iterations: state.modelCalls, toolCalls: runner.toolCalls.length, spend: state.usage, elapsedMs: Date.now() - state.startedAt }),
+    metrics: { agent: spec.agent, model: spec.model, priced: spec.price !== undefined, stopReason: () => state.stopReason },
   });
 
   setHandler(
@@ -188,6 +189,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
         tools: finalTurn ? [] : modelTools.filter((t) => !down.some((d) => d.tool === t.name)),
         maxTokens: spec.maxTokens,
         sessionId: info.workflowId,
+        ...(spec.price ? { price: spec.price } : {}),
       });
       state.conversation = { stored: state.conversation.stored + append.length + 1, unsent: [] };
       const cost = addUsage(state.usage, reply.usage, spec.price);

@@ -4,10 +4,11 @@
  * and the ending: completed, or failed/cancelled → the registered undos run last-in-first-out → the
  * failure is rethrown with them in its details. Continue-as-new passes through untouched.
  */
-import { CancellationScope, ContinueAsNew, isCancellation, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, ContinueAsNew, isCancellation, metricMeter, patched, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { recordSessionEnd } from '../telemetry/metrics.js';
 import type { AuditTrail } from './audit.js';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
-import { KeelCostUsd, KeelPendingApproval, KeelStatus, KeelToolsUsed } from './search-attributes.js';
+import { KeelCostUsd, KeelIterations, KeelPendingApproval, KeelStatus, KeelStopReason, KeelToolsUsed } from './search-attributes.js';
 import { failureWithCompensations, type ToolRunner } from './tool-runner.js';
 import { statusQuery, type SessionStatus } from './types.js';
 
@@ -26,6 +27,17 @@ export interface LifecycleOptions {
   audit?: AuditTrail;
   /** More lines for the details (e.g. budget use). */
   details?(): string[];
+  /**
+   * Labels for the session metrics recorded when the workflow ends (`keel_sessions_total`, iterations, cost,
+   * duration); without them nothing is recorded (a tool chain is not an agent session).
+   */
+  metrics?: {
+    agent: string;
+    model: string;
+    /** The model has a price, so the session's cost is known (an unpriced session records no cost). */
+    priced: boolean;
+    stopReason(): string;
+  };
 }
 
 /** A workflow's status, details, search attributes and ending; see the file header. */
@@ -96,15 +108,34 @@ export class SessionLifecycle {
       this.o.audit?.add('run_end', 'end', { outcome, reason, usage: this.o.progress().usage, compensations: compensations.map((c) => `${c.tool}: ${c.status}`) });
       await CancellationScope.nonCancellable(() => this.o.audit?.flush() ?? Promise.resolve());
       this.setStep(`failed: ${reason}`);
-      this.upsert([{ key: KeelStatus, value: isCancellation(err) ? 'cancelled' : 'failed' }, { key: KeelPendingApproval, value: false }]);
+      this.upsert([{ key: KeelStatus, value: isCancellation(err) ? 'cancelled' : 'failed' }, { key: KeelPendingApproval, value: false }, ...this.endAttributes(outcome)]);
+      this.recordEnd(outcome, outcome);
       if (isCancellation(err)) throw err;
       throw failureWithCompensations(err, compensations);
     }
     this.state = 'completed';
     this.o.audit?.add('run_end', 'end', { outcome: 'completed', usage: this.o.progress().usage, ...ending?.(result) });
     await this.o.audit?.flush();
-    this.upsert([{ key: KeelStatus, value: 'completed' }]);
+    this.upsert([{ key: KeelStatus, value: 'completed' }, ...this.endAttributes(this.o.metrics?.stopReason() ?? 'completed')]);
+    this.recordEnd('completed', this.o.metrics?.stopReason() ?? 'completed');
     return result;
+  }
+
+  /** Session metrics at the end (the workflow meter is replay-safe: nothing is recorded while replaying). */
+  private recordEnd(outcome: 'completed' | 'failed' | 'cancelled', stopReason: string): void {
+    const m = this.o.metrics;
+    if (!m) return;
+    const progress = this.o.progress();
+    recordSessionEnd(metricMeter, {
+      agent: m.agent,
+      model: m.model,
+      outcome,
+      stopReason,
+      iterations: progress.iteration,
+      ...(m.priced ? { costUsd: progress.usage.cost_usd } : {}),
+      // From the first run's start: continue-as-new keeps the session going.
+      durationMs: Date.now() - workflowInfo().startTime.getTime(),
+    });
   }
 
   /** Sets the `KeelCostUsd` search attribute (rounded to a hundredth of a cent, so it changes only when it shows). */
@@ -113,6 +144,15 @@ export class SessionLifecycle {
     if (rounded === this.lastCost) return;
     this.lastCost = rounded;
     this.upsert([{ key: KeelCostUsd, value: rounded }]);
+  }
+
+  /** Iterations and stop reason for the Web UI's list (sessions that began before these existed set none). */
+  private endAttributes(stopReason: string): SearchAttributeUpdatePair[] {
+    if (!this.o.searchAttributes || !patched('keel-outcome-search-attributes')) return [];
+    return [
+      { key: KeelIterations, value: this.o.progress().iteration },
+      { key: KeelStopReason, value: stopReason },
+    ];
   }
 
   private upsert(pairs: SearchAttributeUpdatePair[]): void {

@@ -12,6 +12,13 @@ export const KeelPendingApproval = defineSearchAttributeKey('KeelPendingApproval
 export const KeelToolsUsed = defineSearchAttributeKey('KeelToolsUsed', SearchAttributeType.KEYWORD_LIST);
 /** The session's model cost so far, in USD. */
 export const KeelCostUsd = defineSearchAttributeKey('KeelCostUsd', SearchAttributeType.DOUBLE);
+/** Model calls the session made, set when it ends. */
+export const KeelIterations = defineSearchAttributeKey('KeelIterations', SearchAttributeType.INT);
+/**
+ * Why the session ended, set when it ends: the model's stop reason (`end_turn`), the budget that stopped
+ * it (`max_iterations`, `budget_usd`, ...), or `failed` / `cancelled`.
+ */
+export const KeelStopReason = defineSearchAttributeKey('KeelStopReason', SearchAttributeType.KEYWORD);
 
 /** Every Keel search attribute with its type, for registration on a namespace. */
 export const KEEL_SEARCH_ATTRIBUTES = {
@@ -19,4 +26,6 @@ export const KEEL_SEARCH_ATTRIBUTES = {
   KeelPendingApproval: 'Bool',
   KeelToolsUsed: 'KeywordList',
   KeelCostUsd: 'Double',
+  KeelIterations: 'Int',
+  KeelStopReason: 'Keyword',
 } as const;

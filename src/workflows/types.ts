@@ -385,6 +385,8 @@ export interface CallModelInput {
   maxTokens: number;
   /** Sent as `metadata.user_id`: the workflow ID, never the person's identity. */
   sessionId: string;
+  /** The session's price for this model, when it has one: spans and metrics cost the call with it. */
+  price?: ModelPrice;
 }
 /** Output of the `callModel` activity. */
 export interface CallModelOutput {

@@ -45,7 +45,7 @@ export const searchWiki = defineTool({
   run: async ({ q }, ctx) => {
     const url = ctx.env.NOTES_URL;
     if (!url) throw new ToolError('NOTES_URL is not set on the worker');
-    const res = await fetch(`${url.replace(/\/notes$/, '/wiki')}?q=${encodeURIComponent(q)}`, { signal: ctx.signal });
+    const res = await fetch(`${url.replace(/\/notes$/, '/wiki')}?q=${encodeURIComponent(q)}`, { signal: ctx.signal, headers: ctx.traceHeaders });
     if (!res.ok) throw new Error(`wiki answered ${res.status}`);
     return (await res.json()) as unknown;
   },
@@ -75,7 +75,7 @@ export const postNote = defineTool({
     if (!url) throw new ToolError('NOTES_URL is not set on the worker');
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': ctx.idempotencyKey },
+      headers: { 'content-type': 'application/json', 'idempotency-key': ctx.idempotencyKey, ...ctx.traceHeaders },
       body: JSON.stringify(input),
       signal: ctx.signal,
     });

@@ -22,14 +22,18 @@ export interface NotesBoard {
   wikiRequests: number;
   /** When each `/ping` arrived (ms since the epoch). */
   pings: number[];
+  /** The trace headers of every request, in arrival order (`traceparent`, `x-trace-id`). */
+  traces: { path: string; traceparent?: string; traceId?: string }[];
   close(): Promise<void>;
 }
 
 /** Starts a notice board on a free port of 127.0.0.1. */
 export async function startNotesBoard(): Promise<NotesBoard> {
   const notes: Note[] = [];
-  const board = { wikiDown: false, wikiRequests: 0, pings: [] as number[] };
+  const board = { wikiDown: false, wikiRequests: 0, pings: [] as number[], traces: [] as NotesBoard['traces'] };
   const server = createServer((req, res) => {
+    const [traceparent, traceId] = [req.headers.traceparent, req.headers['x-trace-id']].map((h) => (typeof h === 'string' ? h : undefined));
+    board.traces.push({ path: req.url?.split('?')[0] ?? '', ...(traceparent ? { traceparent } : {}), ...(traceId ? { traceId } : {}) });
     if (req.url?.startsWith('/ping')) {
       board.pings.push(Date.now());
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
