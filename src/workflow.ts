@@ -41,6 +41,7 @@ export {
 } from './workflows/budget.js';
 export { defineAgent, isAgent, AgentDefinitionError, AgentSpecSchema, type Agent, type AgentSpec } from './agents/define.js';
 export { appFromModule, AppDefinitionError, DEFAULT_AGENT_NAME, DEFAULT_SYSTEM_PROMPT, MAX_TOOLS_PER_AGENT, type KeelApp } from './app/registry.js';
+export { defineAccessPolicy, isAccessPolicy, mayCall, AccessPolicyError, AccessPolicySpecSchema, type AccessPolicy, type AccessPolicySpec } from './app/access.js';
 export {
   approvalSignal,
   decideApprovalUpdate,

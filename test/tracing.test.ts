@@ -107,7 +107,7 @@ describe('a session is one trace', () => {
         return found.length >= 3 ? found : undefined;
       }, 'three failed attempts at the receiver', 20_000);
       // The read tier's three attempts, each its own span, each failed (a 503 is transient, retried).
-      expect(attempts.map((s) => s.attributes['keel.tool.outcome'])).toEqual(['failed', 'failed', 'failed']);
+      expect(attempts.map((s) => [s.attributes['keel.tool.outcome'], s.attributes['keel.error_type']])).toEqual(Array(3).fill(['error', 'Error']));
     } finally {
       board.wikiDown = false;
     }

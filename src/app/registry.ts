@@ -6,6 +6,7 @@
  * are checked by `defineTool` when the module loads. Sandbox-safe.
  */
 import { isAgent, type Agent } from '../agents/define.js';
+import { isAccessPolicy, policyProblem, type AccessPolicy } from './access.js';
 import { isTool, type Tool } from '../tools/define.js';
 
 /** More tools than this offered to one agent draws a warning: tool-selection accuracy drops. */
@@ -23,6 +24,8 @@ export const DEFAULT_SYSTEM_PROMPT =
 export interface KeelApp {
   tools: ReadonlyMap<string, Tool>;
   agents: ReadonlyMap<string, Agent>;
+  /** Which roles may call which tools (every session may call every tool of its agent without one). */
+  access?: AccessPolicy;
   /** Problems that do not stop a worker (too many tools for one agent). */
   warnings: string[];
 }
@@ -33,15 +36,17 @@ export class AppDefinitionError extends Error {
 }
 
 /**
- * Builds an app from a module's exports: every value made by `defineTool` or `defineAgent`, found as a
+ * Builds an app from a module's exports: every value made by `defineTool`, `defineAgent` or `defineAccessPolicy`, found as a
  * named export, in an exported array, or one level inside an exported object (`export default { tools, agents }`).
  * @param source - names the module in error messages.
  * @throws AppDefinitionError for duplicate names, an agent naming an unknown tool, something that looks
- *   like a tool but was not made by `defineTool`, or a module with no tools at all.
+ *   like a tool but was not made by `defineTool`, a module with no tools at all, more than one access
+ *   policy, or a policy naming a tool the module lacks (or an agent's approver role the policy lacks).
  */
 export function appFromModule(exports: Record<string, unknown>, source = 'the tools module'): KeelApp {
   const tools = new Map<string, Tool>();
   const agents = new Map<string, Agent>();
+  let access: { policy: AccessPolicy; where: string } | undefined;
   const fail = (message: string): never => {
     throw new AppDefinitionError(`${source}: ${message}`);
   };
@@ -54,6 +59,9 @@ export function appFromModule(exports: Record<string, unknown>, source = 'the to
       const other = agents.get(value.name);
       if (other && other !== value) fail(`two different agents are named '${value.name}' (the second at ${where})`);
       agents.set(value.name, value);
+    } else if (isAccessPolicy(value)) {
+      if (access && access.policy !== value) fail(`two access policies (${access.where} and ${where}); export one`);
+      access = { policy: value, where };
     } else if (looksLikeTool(value)) {
       fail(`${where} ('${String((value as { name: unknown }).name)}') looks like a tool but was not made by defineTool, so its tier rules were never checked`);
     } else if (Array.isArray(value) && depth < 2) {
@@ -79,7 +87,11 @@ export function appFromModule(exports: Record<string, unknown>, source = 'the to
     offered(agent.tools?.length ?? tools.size, `agent '${agent.name}'`);
   }
   offered(tools.size, `the default agent (sessions that name no agent)`);
-  return { tools, agents, warnings };
+  if (access) {
+    const problem = policyProblem(access.policy, new Set(tools.keys()), agents.values());
+    if (problem) fail(problem);
+  }
+  return { tools, agents, ...(access ? { access: access.policy } : {}), warnings };
 }
 
 function looksLikeTool(value: unknown): boolean {

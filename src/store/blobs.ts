@@ -1,8 +1,10 @@
 /**
  * Blob references inside stored conversations: a `tool_result` block with a `keel_blob` hash gets its
- * full text back from the store before the model sees it. Shared by every store implementation.
+ * full text back from the store before the model sees it (marked as untrusted data when the block says
+ * whose it is). Shared by every store implementation.
  */
 import type { ConversationMessage } from '../workflows/types.js';
+import { UNTRUSTED_FIELD, asUntrustedData } from '../workflows/untrusted.js';
 import { BLOB_FIELD } from './types.js';
 
 /** Replaces each `tool_result` block's preview by its blob's text and drops the reference. */
@@ -25,8 +27,8 @@ export async function resolveBlobs(
       }
       const text = await getBlob(hash);
       if (text === undefined) throw new Error(`blob ${hash} is missing from the conversation store`);
-      const { [BLOB_FIELD]: _ref, ...rest } = block as Record<string, unknown>;
-      content.push({ ...rest, content: text } as (typeof m.content)[number]);
+      const { [BLOB_FIELD]: _ref, [UNTRUSTED_FIELD]: source, ...rest } = block as Record<string, unknown>;
+      content.push({ ...rest, content: typeof source === 'string' ? asUntrustedData(source, text) : text } as (typeof m.content)[number]);
     }
     out.push({ ...m, content });
   }

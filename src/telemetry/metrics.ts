@@ -138,7 +138,7 @@ type Ending = { ok: true; result: unknown; arg: unknown } | { ok: false; err: un
 
 function record(ctx: ActivityContext, what: Measured, ms: number, end: Ending): void {
   const meter = ctx.metricMeter;
-  const failure = end.ok ? undefined : classify(ctx, end.err);
+  const failure = end.ok ? undefined : classifyFailure(ctx, end.err);
   if (what.kind === 'tool') {
     const outcome: ToolOutcome = failure?.outcome ?? 'ok';
     const labels = { tool: what.tool, tier: what.tier, phase: what.phase };
@@ -178,9 +178,9 @@ const REFUSED_INPUT = new Set(['InvalidToolInput', 'ModelRequestRejected']);
 
 /**
  * Sorts a failed attempt: the outcome, and an error type safe as a label (a failure type or an error
- * class name; never a message).
+ * class name; never a message). Spans use the same words (`keel.tool.outcome`).
  */
-function classify(ctx: ActivityContext, err: unknown): { outcome: Exclude<ToolOutcome, 'ok'>; type: string } {
+export function classifyFailure(ctx: ActivityContext, err: unknown): { outcome: Exclude<ToolOutcome, 'ok'>; type: string } {
   if (err instanceof CancelledFailure || ctx.cancellationSignal.aborted) {
     // A timeout is the call's failure; a cancelled session or a worker shutting down says nothing of the tool.
     return ctx.cancellationDetails?.timedOut ? { outcome: 'error', type: 'Timeout' } : { outcome: 'cancelled', type: 'Cancelled' };

@@ -15,7 +15,6 @@ import { Resource, detectResourcesSync, envDetectorSync } from '@opentelemetry/r
 import { BatchSpanProcessor, ConsoleSpanExporter, NoopSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { Context as ActivityContext } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
 import {
   OpenTelemetryActivityInboundInterceptor,
   OpenTelemetryActivityOutboundInterceptor,
@@ -25,10 +24,11 @@ import {
 } from '@temporalio/interceptors-opentelemetry';
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import { ConfigError } from '../config.js';
+import { classifyFailure } from './metrics.js';
 import { tracingSettings } from './settings.js';
 import type { Tool } from '../tools/index.js';
 import { costOf } from '../workflows/budget.js';
-import { FailureTypes, type CallModelInput, type CallModelOutput, type ToolActivityInput } from '../workflows/types.js';
+import { type CallModelInput, type CallModelOutput, type ToolActivityInput } from '../workflows/types.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -139,7 +139,8 @@ async function withKeelAttributes<T>(ctx: ActivityContext, tools: ReadonlyMap<st
     span.setAttribute('keel.tool.outcome', applied === false ? 'not_applied' : 'ok');
     return out;
   } catch (err) {
-    span.setAttribute('keel.tool.outcome', outcomeOf(err));
+    const failure = classifyFailure(ctx, err);
+    span.setAttributes({ 'keel.tool.outcome': failure.outcome, 'keel.error_type': failure.type });
     throw err;
   }
 }
@@ -158,15 +159,6 @@ async function modelSpan(span: Span, input: CallModelInput, run: () => Promise<C
     ...(input.price ? { 'keel.cost_usd': costOf(u, input.price) } : {}),
   });
   return out;
-}
-
-/** How a failed activity came out, in the words the audit trail uses. */
-function outcomeOf(err: unknown): string {
-  if (err instanceof ApplicationFailure) {
-    if (err.type === FailureTypes.ToolError || err.type === FailureTypes.InvalidToolInput) return 'error';
-    if (err.type === FailureTypes.ToolUnavailable) return 'unavailable';
-  }
-  return 'failed';
 }
 
 /** Several processors as one (workflow spans reach every exporter). */

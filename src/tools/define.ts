@@ -122,6 +122,13 @@ export interface ToolSpec<S extends z.ZodObject = z.ZodObject, R = unknown> {
   breaker?: { failures?: number; resetAfter?: Duration } | false;
   /** Calls per second the downstream can take, across the fleet; calls beyond it wait their turn. */
   rateLimit?: { perSecond: number };
+  /**
+   * True when what the tool returns is curated data the team controls (its own config, a glossary), not
+   * text others can write (emails, tickets, web pages, knowledge-base articles). Output is untrusted by
+   * default: the model is shown it marked as data, and once it is in a session's context every later
+   * side-effecting call needs a person's approval, which names the source (false).
+   */
+  trustedOutput?: boolean;
 }
 
 /** What a status check found. */

@@ -25,12 +25,14 @@ import {
 } from '@temporalio/workflow';
 import type { KeelApp } from '../app/registry.js';
 import { DEFAULT_AGENT_NAME, DEFAULT_SYSTEM_PROMPT } from '../app/registry.js';
+import { mayCall } from '../app/access.js';
 import { toModelTool, toMs } from '../tools/index.js';
 import { currentApp } from './app.js';
 import { AuditTrail, hashOf } from './audit.js';
 import { BudgetSchema, FINAL_TURN_AT, costOf, mostUsed, noSpend, priceOf, type BudgetKind, type Spend } from './budget.js';
 import { SessionLifecycle } from './lifecycle.js';
-import { ToolRunner, newToolRunnerState } from './tool-runner.js';
+import { ToolRunner, isUntrusted, newToolRunnerState } from './tool-runner.js';
+import { asUntrustedData } from './untrusted.js';
 import {
   ApprovalPolicySchema,
   FailureTypes,
@@ -85,7 +87,9 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
     audit.add('run', 'run', { agent: spec.agent, model: spec.model, user: spec.user.id, roles: spec.user.roles, tools: spec.tools, prompt: args.prompt.slice(0, 2000), budget: spec.budget });
   }
   const tools = spec.tools.map((name) => app.tools.get(name) ?? invalid(`tool '${name}' of this session is not in the worker's tools module any more`));
-  const modelTools = tools.map(toModelTool);
+  // The model is offered only what the user's roles allow; the runner refuses the rest if asked anyway.
+  const offered = tools.filter((t) => mayCall(app.access, spec.user.roles, t.name).allowed);
+  const modelTools = offered.map(toModelTool);
 
   const { callModel } = proxyActivities<ModelActivities>({
     startToCloseTimeout: '2m',
@@ -103,10 +107,10 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
   // Which optional tools are down (open circuit, disabled) is read before each model call, from the store
   // every worker shares; a local activity records the answer, so replay sees the same tool list.
   const { toolAvailability } = proxyLocalActivities<AvailabilityActivities>({ startToCloseTimeout: '5s', retry: { maximumAttempts: 3, initialInterval: '100ms' } });
-  const optionalTools = tools.filter((t) => t.criticality === 'optional').map((t) => t.name);
+  const optionalTools = offered.filter((t) => t.criticality === 'optional').map((t) => t.name);
 
   const runner: ToolRunner = new ToolRunner(
-    { workflowId: info.workflowId, user: spec.user, tools: new Map(tools.map((t) => [t.name, t])), approval: spec.approval, onChange: () => life.refresh(), audit },
+    { workflowId: info.workflowId, user: spec.user, tools: new Map(tools.map((t) => [t.name, t])), approval: spec.approval, onChange: () => life.refresh(), audit, taint: true, ...(app.access ? { access: app.access } : {}) },
     state.tools,
   );
   const life: SessionLifecycle = new SessionLifecycle({
@@ -222,7 +226,11 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
             return { type: 'tool_result', tool_use_id: block.id, content: `${block.name} was not run: the session's tool-call budget is spent. Answer with what you have.`, is_error: true };
           }
           const r = await runner.run({ toolUseId: block.id, name: block.name, input: block.input, iteration, reasoning: { text, usage: { ...reply.usage, cost_usd: cost } } });
-          return { type: 'tool_result', tool_use_id: block.id, content: r.content, ...(r.isError ? { is_error: true } : {}), ...(r.blob ? { keel_blob: r.blob } : {}) };
+          // What others could have written reaches the model marked as data (see `trustedOutput`).
+          const untrusted = isUntrusted(app.tools.get(block.name)) && r.record.outcome !== 'rejected';
+          const content = untrusted ? asUntrustedData(block.name, r.content) : r.content;
+          const blob = r.blob ? { keel_blob: r.blob, ...(untrusted ? { keel_untrusted: block.name } : {}) } : {};
+          return { type: 'tool_result', tool_use_id: block.id, content, ...(r.isError ? { is_error: true } : {}), ...blob };
         }),
       );
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');

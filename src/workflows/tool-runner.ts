@@ -15,11 +15,13 @@ import {
   CancellationScope,
   condition,
   log,
+  patched,
   proxyActivities,
   setHandler,
 } from '@temporalio/workflow';
 import type { Duration as TemporalDuration } from '@temporalio/common';
 import { toMs, type Tool } from '../tools/index.js';
+import { mayCall, type AccessPolicy } from '../app/access.js';
 import { hashOf, type AuditTrail } from './audit.js';
 import { idempotencyKey } from './keys.js';
 import { redact } from './redact.js';
@@ -42,6 +44,7 @@ import {
   type ToolCallRecord,
   type ToolOutputRef,
   type ToolRunnerState,
+  type UntrustedSource,
   describeIssues,
 } from './types.js';
 
@@ -80,6 +83,13 @@ export interface ToolRunnerOptions {
   wantValues?: boolean;
   /** Where each decision and call is recorded. */
   audit?: AuditTrail;
+  /** Which of the user's roles may call which tools (all of `tools`, without one). */
+  access?: AccessPolicy;
+  /**
+   * A model chooses the calls (an agent session): results of untrusted tools taint the calls of later
+   * turns, and a tainted side-effecting call needs a person's approval. A chain's calls are the caller's.
+   */
+  taint?: boolean;
 }
 
 /** A runner's state before its first call. */
@@ -92,6 +102,11 @@ const MAX_EVENTS = 200;
 
 /** How long heartbeats may stop before Temporal considers a tool's worker lost. Tool activities beat every second. */
 const TOOL_HEARTBEAT_TIMEOUT = '5s';
+
+/** True for a tool whose output others can write (see `trustedOutput`). */
+export function isUntrusted(tool: Tool | undefined): boolean {
+  return tool !== undefined && tool.trustedOutput !== true;
+}
 
 /**
  * Runs tool calls for one workflow; see the file header. Everything it remembers is in `state`, a plain
@@ -158,6 +173,10 @@ export class ToolRunner {
     const started = Date.now();
     const finish = (outcome: ToolCallRecord['outcome'], content: string, detail = content, out?: Partial<ToolActivityOutput>): ToolCallResult => {
       record.outcome = outcome;
+      // What an untrusted tool returned (its errors too: they may quote the downstream) is now in the context.
+      if (this.o.taint && (outcome === 'ok' || outcome === 'error') && isUntrusted(this.o.tools.get(call.name))) {
+        (this.state.untrusted ??= []).push({ tool: call.name, toolUseId: call.toolUseId, iteration: call.iteration });
+      }
       if (outcome !== 'ok') record.error = content;
       this.o.audit?.add('tool_result', `result:${call.toolUseId}`, {
         tool: call.name,
@@ -180,13 +199,18 @@ export class ToolRunner {
       authorize(false, 'not a tool of this session');
       return finish('rejected', `Unknown tool '${call.name}'. Available tools: ${[...this.o.tools.keys()].join(', ') || '(none)'}.`);
     }
+    const access = mayCall(this.o.access, this.o.user.roles, tool.name);
+    if (!access.allowed) {
+      authorize(false, access.reason);
+      return finish('rejected', `${tool.name} is not allowed for this user: ${access.reason}. It did not run; do not retry it. Tell the user a person with access must do it.`);
+    }
     const valid = tool.input.safeParse(call.input);
     if (!valid.success) {
       const issues = describeIssues(valid.error);
       authorize(false, `invalid input: ${issues}`);
       return finish('rejected', `Invalid input for ${tool.name}: ${issues}. Fix the arguments and call the tool again.`);
     }
-    authorize(true, `${tool.name} is one of the session's tools and its input is valid`);
+    authorize(true, `${tool.name} is one of the session's tools (${access.reason}) and its input is valid`);
     const key = idempotencyKey(tool.policy.idempotency, this.o.workflowId, tool.name, valid.data, call.toolUseId);
     record.idempotencyKey = key;
 
@@ -223,8 +247,12 @@ export class ToolRunner {
     record: ToolCallRecord,
     finish: (outcome: ToolCallRecord['outcome'], content: string, detail?: string, out?: Partial<ToolActivityOutput>) => ToolCallResult,
   ): Promise<ToolCallResult> {
-    if (this.needsApproval(tool)) {
-      const request = await this.awaitApproval(tool, call, validInput, record);
+    // Untrusted data the model had read before it asked for this call; a side effect after it needs a person.
+    const sources = this.o.taint ? (this.state.untrusted ?? []).filter((u) => u.iteration < call.iteration) : [];
+    const tainted = sources.length > 0 && tool.risk !== 'read';
+    // (Sessions begun before taint existed replay without the new approval.)
+    if (this.needsApproval(tool) || (tainted && patched('keel-taint-approval'))) {
+      const request = await this.awaitApproval(tool, call, validInput, record, tainted ? sources : []);
       if (request.status !== 'approved') {
         const message =
           request.status === 'rejected'
@@ -361,7 +389,7 @@ export class ToolRunner {
     return rule === 'always' || rule === 'other-person' || (rule === 'policy' && this.o.approval.writeTools.includes(tool.name));
   }
 
-  private async awaitApproval(tool: Tool, call: ToolCallRequest, input: unknown, record: ToolCallRecord): Promise<ApprovalRequest> {
+  private async awaitApproval(tool: Tool, call: ToolCallRequest, input: unknown, record: ToolCallRecord, untrusted: UntrustedSource[]): Promise<ApprovalRequest> {
     const timeout = tool.policy.approvalTimeout ?? this.o.approval.timeout;
     const now = Date.now();
     const request: ApprovalRequest = {
@@ -371,11 +399,15 @@ export class ToolRunner {
       toolUseId: call.toolUseId,
       input: redact(input),
       reason:
-        tool.policy.approval === 'other-person'
+        (tool.policy.approval === 'other-person'
           ? `${tool.name} is privileged: an approver with role ${this.o.approval.privilegedApproverRoles.join(' or ')} who is not the requester must approve`
           : tool.risk === 'irreversible'
             ? `${tool.name} is irreversible: a person with role ${this.o.approval.approverRoles.join(' or ')} must approve`
-            : `the session's policy requires approval for ${tool.name}`,
+            : this.needsApproval(tool)
+              ? `the session's policy requires approval for ${tool.name}`
+              : `${tool.name} changes things after the model read untrusted data: a person with role ${this.o.approval.approverRoles.join(' or ')} must approve`) +
+        (untrusted.length ? `. Untrusted data in the conversation came from ${untrusted.map((u) => `${u.tool} (${u.toolUseId})`).join(', ')}: check the request is the user's, not the data's` : ''),
+      ...(untrusted.length ? { untrustedSources: untrusted.map((u) => ({ tool: u.tool, toolUseId: u.toolUseId })) } : {}),
       requestedBy: this.o.user.id,
       requestedAt: new Date(now).toISOString(),
       expiresAt: new Date(now + toMs(timeout)).toISOString(),

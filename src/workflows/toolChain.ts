@@ -98,6 +98,7 @@ export async function toolChain(args: ToolChainInputArgs): Promise<ToolChainResu
     onChange: () => life.refresh(),
     wantValues: true,
     audit,
+    ...(app.access ? { access: app.access } : {}),
   });
   const life: SessionLifecycle = new SessionLifecycle({
     runner,

@@ -144,6 +144,8 @@ export interface ToolResultBlock {
   is_error?: boolean;
   /** The full text is a blob in the conversation store; `content` is its preview. Removed before the model sees it. */
   keel_blob?: string;
+  /** With `keel_blob`: the untrusted tool whose result it is, so the resolved text is shown as data. */
+  keel_untrusted?: string;
 }
 /** Any content block Keel reads or writes (other kinds are carried through untouched). */
 export type ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock | { type: string; [key: string]: unknown };
@@ -197,6 +199,8 @@ export interface ApprovalRequest {
   input: unknown;
   /** Why it needs approval. */
   reason: string;
+  /** Untrusted tool results already in the model's context when it asked for this call. */
+  untrustedSources?: Array<{ tool: string; toolUseId: string }>;
   /** The requesting user's id. */
   requestedBy: string;
   requestedAt: string;
@@ -333,6 +337,19 @@ export interface ToolRunnerState {
   /** The most recent events, numbered by `seq`. */
   events: SessionEvent[];
   seq: number;
+  /**
+   * Results of untrusted tools that entered the context, by model turn: once one is there, later
+   * side-effecting calls need approval (absent in state carried from a build before taint existed).
+   */
+  untrusted?: UntrustedSource[];
+}
+
+/** A tool result the model read that others could have written. */
+export interface UntrustedSource {
+  tool: string;
+  toolUseId: string;
+  /** The model turn whose call returned it: calls of later turns are tainted by it. */
+  iteration: number;
 }
 
 /**

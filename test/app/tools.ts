@@ -17,6 +17,8 @@ export const defineWord = defineTool({
   description: 'Look up the definition of a word in the team glossary. Read-only.',
   input: z.object({ word: z.string().min(1).max(50).describe('The word to define') }),
   risk: 'read',
+  // The team's own glossary: curated, so reading it taints nothing.
+  trustedOutput: true,
   run: async ({ word }) => {
     const definition = GLOSSARY[word.toLowerCase()];
     if (!definition) throw new ToolError(`'${word}' is not in the glossary (known: ${Object.keys(GLOSSARY).join(', ')})`);
