@@ -48,7 +48,14 @@ export class SessionLifecycle {
   private lastToolsUsed = 0;
   private lastCost = 0;
 
+  /**
+   * Whether the session sets KeelIterations and KeelStopReason when it ends. Decided at the start: a patch
+   * checked in the activation that completes the workflow made queries replaying it fail.
+   */
+  private readonly setsEndAttributes: boolean;
+
   constructor(private readonly o: LifecycleOptions) {
+    this.setsEndAttributes = o.searchAttributes && patched('keel-outcome-search-attributes');
     setHandler(statusQuery, () => o.runner.status({ state: this.state, step: this.step, ...o.progress() }));
     this.upsert([{ key: KeelStatus, value: 'running' }]);
   }
@@ -148,7 +155,7 @@ export class SessionLifecycle {
 
   /** Iterations and stop reason for the Web UI's list (sessions that began before these existed set none). */
   private endAttributes(stopReason: string): SearchAttributeUpdatePair[] {
-    if (!this.o.searchAttributes || !patched('keel-outcome-search-attributes')) return [];
+    if (!this.setsEndAttributes) return [];
     return [
       { key: KeelIterations, value: this.o.progress().iteration },
       { key: KeelStopReason, value: stopReason },

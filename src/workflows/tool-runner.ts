@@ -121,10 +121,14 @@ export class ToolRunner {
    */
   private readonly callOrder = new Map<string, number>();
 
+  /** Whether taint holds side effects for approval (sessions begun before it existed replay without it). */
+  private readonly taintApprovals: boolean;
+
   constructor(
     private readonly o: ToolRunnerOptions,
     readonly state: ToolRunnerState = newToolRunnerState(),
   ) {
+    this.taintApprovals = o.taint === true && patched('keel-taint-approval');
     setHandler(pendingApprovalsQuery, () => this.pendingApprovals());
     setHandler(approvalSignal, (decision) => {
       this.decide(decision, 'signal');
@@ -250,8 +254,7 @@ export class ToolRunner {
     // Untrusted data the model had read before it asked for this call; a side effect after it needs a person.
     const sources = this.o.taint ? (this.state.untrusted ?? []).filter((u) => u.iteration < call.iteration) : [];
     const tainted = sources.length > 0 && tool.risk !== 'read';
-    // (Sessions begun before taint existed replay without the new approval.)
-    if (this.needsApproval(tool) || (tainted && patched('keel-taint-approval'))) {
+    if (this.needsApproval(tool) || (tainted && this.taintApprovals)) {
       const request = await this.awaitApproval(tool, call, validInput, record, tainted ? sources : []);
       if (request.status !== 'approved') {
         const message =
