@@ -3,6 +3,7 @@
 // ledger and inject faults (`demoClient`, `LedgerSchema`, `FaultSpecSchema`). The SQLite ledger behind
 // it (`ledger.ts`) is internal.
 export { startDemoServices, type DemoServices, type DemoServicesOptions } from './server.js';
+export type { KbArticle } from './ledger.js';
 export {
   demoClient,
   DemoHttpError,

@@ -159,7 +159,14 @@ const SEED_ORDERS: Array<Omit<Order, 'refunded_cents'>> = [
   },
 ];
 
-const SEED_KB: Array<{ id: string; title: string; body: string }> = [
+/** A knowledge-base article. */
+export interface KbArticle {
+  id: string;
+  title: string;
+  body: string;
+}
+
+const SEED_KB: KbArticle[] = [
   {
     id: 'kb_refund_policy',
     title: 'Refund policy',
@@ -297,16 +304,17 @@ export class DemoLedger {
    *
    * @param dbFile a file path, or `':memory:'` (the default) for a ledger that lives as long as this object.
    */
-  constructor(dbFile = ':memory:') {
+  /** @param extraKb - articles added to the seeded knowledge base (the red-team suite plants injections here). */
+  constructor(dbFile = ':memory:', extraKb: KbArticle[] = []) {
     this.db = new Database(dbFile);
     if (dbFile !== ':memory:') this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.db.exec(SCHEMA_SQL);
-    this.seed();
+    this.seed(extraKb);
   }
 
-  private seed(): void {
+  private seed(extraKb: KbArticle[]): void {
     const db = this.db;
     const insertCustomer = db.prepare('INSERT OR IGNORE INTO customers (id, name, email, plan) VALUES (@id, @name, @email, @plan)');
     const insertOrder = db.prepare(
@@ -322,7 +330,7 @@ export class DemoLedger {
         insertOrder.run(o.id, o.customer_id, o.total_cents, o.currency, o.status);
         o.items.forEach((it, i) => insertItem.run(o.id, i, it.sku, it.name, it.qty, it.price_cents));
       }
-      for (const a of SEED_KB) insertKb.run(a);
+      for (const a of [...SEED_KB, ...extraKb]) insertKb.run(a);
     })();
   }
 

@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { FaultSpecSchema, PlanSchema, type ActiveFault, type FaultSpec } from './client.js';
-import { DemoLedger, LedgerError, type WriteMeta } from './ledger.js';
+import { DemoLedger, LedgerError, type KbArticle, type WriteMeta } from './ledger.js';
 
 /** Options of {@link startDemoServices}. */
 export interface DemoServicesOptions {
@@ -21,6 +21,8 @@ export interface DemoServicesOptions {
   host?: string;
   /** SQLite file for the ledger; default `':memory:'` (gone when the server closes). */
   dbFile?: string;
+  /** Knowledge-base articles beside the seeded ones (what others wrote: the red-team suite plants injections). */
+  kbArticles?: KbArticle[];
 }
 
 /** A running demo services server. */
@@ -284,7 +286,7 @@ function header(req: IncomingMessage, name: string): string | undefined {
  */
 export async function startDemoServices(opts: DemoServicesOptions = {}): Promise<DemoServices> {
   const host = opts.host ?? '127.0.0.1';
-  const ledger = new DemoLedger(opts.dbFile ?? ':memory:');
+  const ledger = new DemoLedger(opts.dbFile ?? ':memory:', opts.kbArticles);
   const faults = new Faults();
   /** Business requests received, by method and first path segment (`GET /orders`). */
   const stats = new Map<string, number>();
