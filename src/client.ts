@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, Connection, WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { keelDataConverter } from './codec/index.js';
 import { defaultModel, loadConfig, temporalConnectionOptions, type KeelConfig } from './config.js';
 import {
   ApprovalDecisionSchema,
@@ -70,7 +71,9 @@ export class KeelClient {
   static async connect(config: KeelConfig = loadConfig(), opts: { tracing?: KeelTracing | false } = {}): Promise<KeelClient> {
     const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-client'));
     const connection = await Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: '5s' });
-    const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE, interceptors: { workflow: clientTracing(tracing) } });
+    // With codec keys, what the client sends is encrypted and what it reads is decrypted (src/codec).
+    const dataConverter = keelDataConverter(config);
+    const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE, interceptors: { workflow: clientTracing(tracing) }, ...(dataConverter ? { dataConverter } : {}) });
     return new KeelClient(config, connection, temporal, tracing);
   }
 

@@ -18,6 +18,7 @@ import {
   type ConfigDataSource,
 } from '@temporalio/envconfig';
 import { z } from 'zod';
+import { CodecKeyError, parseCodecKeys, type CodecKeyring } from './codec/keys.js';
 import { tracingSettings } from './telemetry/settings.js';
 import { describeIssues } from './workflows/types.js';
 
@@ -87,6 +88,15 @@ export const KeelEnvSchema = z.object({
   /** A prebuilt workflow bundle (from `bundleApp`) for the worker to load instead of bundling at start. */
   KEEL_WORKFLOW_BUNDLE: optionalString,
   /**
+   * Payload encryption keys, `id:base64key` entries (32-byte AES-256 keys) separated by commas: the first
+   * encrypts, all decrypt (rotation). Unset (and no KEEL_CODEC_KEYS_FILE): payloads are not encrypted.
+   */
+  KEEL_CODEC_KEYS: z.string().min(1).optional(),
+  /** A file holding the same entries (commas or lines; `#` comments), instead of KEEL_CODEC_KEYS. */
+  KEEL_CODEC_KEYS_FILE: z.string().min(1).optional(),
+  /** The bearer token `keel codec-server` requires of its callers (`keel dev` makes one when unset). */
+  KEEL_CODEC_TOKEN: z.string().min(16, 'expected at least 16 characters, e.g. from: openssl rand -hex 32').optional(),
+  /**
    * `ip:port` where the worker serves Prometheus `/metrics` (Temporal's worker metrics and Keel's); unset,
    * nothing listens. One endpoint per process: the first worker of a process sets it.
    */
@@ -120,6 +130,8 @@ export interface TemporalProfile {
 export type KeelConfig = z.infer<typeof KeelEnvSchema> & {
   /** The resolved Temporal client profile: what `temporalConnectionOptions` connects with. */
   temporalProfile: TemporalProfile;
+  /** The payload codec's keys (KEEL_CODEC_KEYS or KEEL_CODEC_KEYS_FILE); absent, payloads are not encrypted. */
+  codecKeys?: CodecKeyring;
 };
 
 /** A configuration value is wrong; the message names the variable. */
@@ -164,9 +176,35 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KeelConfig {
     TEMPORAL_NAMESPACE: profile.settings.namespace ?? c.TEMPORAL_NAMESPACE,
     temporalProfile: profile,
   };
+  const codecKeys = loadCodecKeys(c);
+  if (codecKeys) config.codecKeys = codecKeys;
   checkTemporalProfile(config);
   tracingSettings(env);
   return config;
+}
+
+/** Parses the codec keys from KEEL_CODEC_KEYS or the KEEL_CODEC_KEYS_FILE file; errors name the variable, never key material. */
+function loadCodecKeys(c: z.infer<typeof KeelEnvSchema>): CodecKeyring | undefined {
+  if (c.KEEL_CODEC_KEYS !== undefined && c.KEEL_CODEC_KEYS_FILE !== undefined) {
+    throw new ConfigError('KEEL_CODEC_KEYS_FILE: set KEEL_CODEC_KEYS or KEEL_CODEC_KEYS_FILE, not both');
+  }
+  let spec = c.KEEL_CODEC_KEYS;
+  let origin = 'KEEL_CODEC_KEYS';
+  if (c.KEEL_CODEC_KEYS_FILE !== undefined) {
+    origin = `KEEL_CODEC_KEYS_FILE (${c.KEEL_CODEC_KEYS_FILE})`;
+    try {
+      spec = readFileSync(c.KEEL_CODEC_KEYS_FILE, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`KEEL_CODEC_KEYS_FILE: cannot read ${c.KEEL_CODEC_KEYS_FILE} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+  }
+  if (spec === undefined) return undefined;
+  try {
+    return parseCodecKeys(spec);
+  } catch (err) {
+    if (err instanceof CodecKeyError) throw new ConfigError(`${origin}: ${err.message}`);
+    throw err;
+  }
 }
 
 /** Where each certificate of a profile can be set: the variables' stem and the TOML key's stem. */

@@ -2,14 +2,16 @@
  * The Keel worker: loads the team's tools module, bundles it with Keel's workflows (the workflow reads
  * the tools' schemas and policies and the agents), registers the activities (`callModel` and one per
  * tool, named after the tool) and opens the conversation store, with pino as the runtime logger. Thin
- * on purpose: everything it wires lives in `app/`, `workflows/`, `activities/` and `store/`.
+ * on purpose: everything it wires lives in `app/`, `workflows/`, `activities/`, `store/` and `telemetry/`.
  */
+import { readFile } from 'node:fs/promises';
 import { Client } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Logger as PinoLogger } from 'pino';
 import { createAuditActivities, createAvailabilityActivities, createModelActivities, createToolActivities } from './activities/index.js';
 import { bundleApp, loadApp } from './app/load.js';
 import type { KeelApp } from './app/registry.js';
+import { ENCRYPTED_FAILURES_MARKER, keelDataConverter } from './codec/index.js';
 import { loadConfig, modelEndpoint, temporalConnectionOptions, type KeelConfig } from './config.js';
 import { createLogger, installRuntimeLogger } from './logging.js';
 import { openStore, type KeelStore } from './store/index.js';
@@ -62,9 +64,21 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
   const app = await loadApp(opts.tools);
   for (const warning of app.warnings) logger.warn({ tools: opts.tools }, warning);
   const toolEnv = opts.toolEnv ?? process.env;
+  // With codec keys, payloads and failures are encrypted (src/codec); without, the SDK's defaults.
+  const dataConverter = keelDataConverter(config);
   const workflowBundle =
     opts.workflowBundle ??
-    (config.KEEL_WORKFLOW_BUNDLE ? { codePath: config.KEEL_WORKFLOW_BUNDLE } : await bundleApp(opts.tools, { logger: quietBundler(logger) }));
+    (config.KEEL_WORKFLOW_BUNDLE
+      ? { codePath: config.KEEL_WORKFLOW_BUNDLE }
+      : await bundleApp(opts.tools, { logger: quietBundler(logger), encryptFailures: dataConverter !== undefined }));
+  if (dataConverter) {
+    logger.info({ activeKey: config.codecKeys?.active.id, keys: [...(config.codecKeys?.byId.keys() ?? [])] }, 'payload encryption on');
+    if (!(await bundleHasMarker(workflowBundle, ENCRYPTED_FAILURES_MARKER))) {
+      logger.warn(
+        'payload encryption: this workflow bundle has no encrypting failure converter, so failure messages raised in workflow code (a session or chain failing) are stored unencrypted; payloads and activity failures are encrypted',
+      );
+    }
+  }
   const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-worker'));
   const traced = workerTracing(tracing, app.tools);
   const store = opts.store ?? (await openStore(config));
@@ -82,6 +96,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.KEEL_TASK_QUEUE,
       workflowBundle,
+      ...(dataConverter ? { dataConverter } : {}),
       activities: {
         ...createModelActivities({ store, apiKey: model.apiKey, ...(model.baseURL ? { baseURL: model.baseURL } : {}) }),
         ...createToolActivities(app.tools.values(), { store, env: toolEnv }),
@@ -138,6 +153,12 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
     await closeStore();
     throw err;
   }
+}
+
+/** Whether a workflow bundle (its code, or the file it is in) contains `marker`. */
+async function bundleHasMarker(bundle: NonNullable<WorkerOptions['workflowBundle']>, marker: string): Promise<boolean> {
+  const code = 'code' in bundle ? bundle.code : await readFile(bundle.codePath, 'utf8').catch(() => '');
+  return code.includes(marker);
 }
 
 /** Webpack's progress at info level is noise in a worker's log; keep its warnings and errors. */

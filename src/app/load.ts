@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
+import { ENCRYPTED_FAILURE_CONVERTER_PATH } from '../codec/index.js';
 import { AppDefinitionError, appFromModule, type KeelApp } from './registry.js';
 
 /** A logger for bundling; the SDK's default prints webpack's progress. */
@@ -73,7 +74,7 @@ export function appEntrySource(modulePath: string): string {
  * Bundles Keel's workflows with a tools module (≈1–3 s). Bundle once per process, or once per test run
  * and hand the code to workers as `workflowBundle`.
  */
-export async function bundleApp(modulePath: string, opts: { logger?: BundleLogger } = {}): Promise<WorkflowBundle> {
+export async function bundleApp(modulePath: string, opts: { logger?: BundleLogger; encryptFailures?: boolean } = {}): Promise<WorkflowBundle> {
   await access(resolveToolsPath(modulePath)).catch(() => {
     throw new AppDefinitionError(`tools module ${modulePath}: no such file`);
   });
@@ -85,6 +86,8 @@ export async function bundleApp(modulePath: string, opts: { logger?: BundleLogge
   return bundleWorkflowCode({
     workflowsPath: entry,
     workflowInterceptorModules: [TRACING_INTERCEPTORS],
+    // With payload encryption, failures raised in workflow code carry their message in an encrypted payload too.
+    ...(opts.encryptFailures ? { failureConverterPath: ENCRYPTED_FAILURE_CONVERTER_PATH } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
     webpackConfigHook: (config) => {
       config.resolve = { ...config.resolve, modules: [...(config.resolve?.modules ?? ['node_modules']), SDK_MODULES] };

@@ -65,6 +65,11 @@ export interface StartDevServerOptions {
   detached?: boolean;
   /** How long to wait for the frontend to answer, in ms; default 30 000. */
   startTimeoutMs?: number;
+  /**
+   * A codec server for the Web UI (`--ui-codec-endpoint`): the UI's browser sends payloads there to be
+   * decoded (`keel codec-server`, `webUiCodecEndpoint`). Ignored when headless.
+   */
+  uiCodecEndpoint?: string;
 }
 
 /** How long {@link startDevServer} waits for the frontend by default, in ms. */
@@ -107,6 +112,7 @@ export async function startDevServer(opts: StartDevServerOptions): Promise<DevSe
     '--port',
     String(port),
     ...(uiPort === undefined ? ['--headless'] : ['--ui-port', String(uiPort)]),
+    ...(uiPort !== undefined && opts.uiCodecEndpoint ? ['--ui-codec-endpoint', opts.uiCodecEndpoint] : []),
     '--namespace',
     namespace,
     ...Object.entries(KEEL_SEARCH_ATTRIBUTES).flatMap(([name, type]) => ['--search-attribute', `${name}=${type}`]),
@@ -118,7 +124,8 @@ export async function startDevServer(opts: StartDevServerOptions): Promise<DevSe
 
   const logPath = path.join(dataDir, 'temporal-server.log');
   const logFd = openSync(logPath, 'a');
-  writeHeader(logFd, `${opts.cliPath} ${args.join(' ')}`);
+  // The codec endpoint carries a key: keep it out of the log.
+  writeHeader(logFd, `${opts.cliPath} ${args.map((a) => (a === opts.uiCodecEndpoint ? '<codec endpoint>' : a)).join(' ')}`);
   let child: ChildProcess;
   try {
     child = spawn(opts.cliPath, args, {
@@ -283,6 +290,8 @@ export interface EnsureTemporalOptions {
   detached?: boolean;
   /** Receives progress lines. */
   log?: (msg: string) => void;
+  /** The Web UI's codec server, for a server this call starts; see {@link StartDevServerOptions.uiCodecEndpoint}. */
+  uiCodecEndpoint?: string;
 }
 
 /** What {@link ensureTemporal} did. */
@@ -321,7 +330,15 @@ export async function ensureTemporal(opts: EnsureTemporalOptions): Promise<Ensur
   }
 
   const { host, port } = parseAddress(address);
-  const common = { dataDir: opts.dataDir, ip: host, port, namespace, log, ...(opts.uiPort === undefined ? {} : { uiPort: opts.uiPort }) };
+  const common = {
+    dataDir: opts.dataDir,
+    ip: host,
+    port,
+    namespace,
+    log,
+    ...(opts.uiPort === undefined ? {} : { uiPort: opts.uiPort }),
+    ...(opts.uiCodecEndpoint === undefined ? {} : { uiCodecEndpoint: opts.uiCodecEndpoint }),
+  };
   let cliPath: string;
   try {
     cliPath = (await resolveTemporalCli({ dataDir: opts.dataDir, env, log, ...(opts.install === undefined ? {} : { install: opts.install }) })).path;
@@ -370,7 +387,10 @@ export async function startSdkDevServer(opts: StartSdkDevServerOptions): Promise
       ...(opts.port === undefined || opts.port === 0 ? {} : { port: opts.port }),
       ui: !headless,
       ...(uiPort === undefined ? {} : { uiPort }),
-      extraArgs: Object.entries(KEEL_SEARCH_ATTRIBUTES).flatMap(([name, type]) => ['--search-attribute', `${name}=${type}`]),
+      extraArgs: [
+        ...Object.entries(KEEL_SEARCH_ATTRIBUTES).flatMap(([name, type]) => ['--search-attribute', `${name}=${type}`]),
+        ...(!headless && opts.uiCodecEndpoint ? ['--ui-codec-endpoint', opts.uiCodecEndpoint] : []),
+      ],
     },
   });
   log(`temporal: SDK-downloaded dev server up at ${env.address}`);

@@ -90,7 +90,7 @@ export async function createTestEnv(opts: TestEnvOptions): Promise<TestEnv> {
     const client = await KeelClient.connect(config);
     const logFile = opts.logFile ?? path.join(scratch, 'worker.log');
     const logger: PinoLogger = createLogger({ level: 'info', file: logFile, sync: true });
-    const workflowBundle = opts.workflowBundle ?? (await bundleApp(opts.tools, { logger: silent }));
+    const workflowBundle = opts.workflowBundle ?? (await bundleApp(opts.tools, { logger: silent, encryptFailures: config.codecKeys !== undefined }));
     const worker = () => createKeelWorker({ tools: opts.tools, config, toolEnv: env, logger, workflowBundle });
     const started = { server, model };
     return {
