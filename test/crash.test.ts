@@ -34,9 +34,13 @@ it('survives SIGKILL of the worker during a slow model turn and gives the same a
   const first = await spawnWorker(h.env);
   const requestsBefore = h.model.requests;
   const { handle } = await start(sessionId);
-  // Turn 1 answers at once; turn 2 takes 8 s (margin for a loaded machine). Kill the worker while it waits on turn 2.
-  await until(() => h.model.requests >= requestsBefore + 2, 'the slow model turn to start');
-  await new Promise((r) => setTimeout(r, 500));
+  // Turn 1 answers at once; turn 2 takes 8 s. Kill the worker while it waits on turn 2: a second after history
+  // shows turn 2 scheduled (so the tool call before it is done).
+  await until(async () => {
+    const names = scheduledActivities(await historyEvents(h, sessionId));
+    return names.filter((n) => n === 'callModel').length === 2 ? true : undefined;
+  }, 'the slow model turn to be scheduled');
+  await new Promise((r) => setTimeout(r, 1000)); // well inside the 8 s turn
   await sigkill(first);
 
   await spawnWorker(h.env);
@@ -51,5 +55,6 @@ it('survives SIGKILL of the worker during a slow model turn and gives the same a
   const timedOut = events.find((e) => e.activityTaskTimedOutEventAttributes);
   expect(timedOut).toBeUndefined(); // the retry was scheduled by the server, not a failure of the session
   expect(scheduledActivities(events)).toEqual(['callModel', 'get_order', 'callModel']);
-  expect(h.model.requests - requestsBefore).toBe(3);
+  // The slow turn was asked for again after the crash (a model call may be repeated; a tool call may not).
+  expect(h.model.requests - requestsBefore).toBeGreaterThanOrEqual(3);
 }, 90_000);
