@@ -27,7 +27,7 @@ export default tseslint.config(
   {
     // Tool modules are bundled into workflow code (the workflow reads their schemas and policies), so
     // they must be importable in the sandbox: no Node built-ins or I/O packages at the top level.
-    files: ['src/tools/**/*.ts', 'src/agents/**/*.ts', 'src/app/registry.ts', 'src/workflow.ts', 'examples/*/tools.ts', 'examples/*/downstream.ts', 'test/app/tools.ts', 'test/fixtures/*-tools.ts', 'bench/**/tools.ts'],
+    files: ['src/tools/**/*.ts', 'src/agents/**/*.ts', 'src/app/registry.ts', 'src/workflow.ts', 'examples/*/tools.ts', 'examples/*/downstream.ts', 'examples/*/sandbox/run-code.ts', 'test/app/tools.ts', 'test/fixtures/*-tools.ts', 'bench/**/tools.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
@@ -39,6 +39,13 @@ export default tseslint.config(
           ],
         },
       ],
+    },
+  },
+  {
+    // Tools reach HTTP through ctx.fetch, which keeps each tool to its allowedHosts; global fetch would bypass it.
+    files: ['examples/*/tools.ts', 'examples/*/downstream.ts', 'test/app/tools.ts', 'test/fixtures/*-tools.ts'],
+    rules: {
+      'no-restricted-globals': ['error', { name: 'fetch', message: "Use ctx.fetch: it refuses hosts outside the tool's allowedHosts; global fetch bypasses that." }],
     },
   },
   {

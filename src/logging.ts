@@ -1,12 +1,14 @@
 /**
  * Logging: one pino logger per process, installed as Temporal's runtime logger so workflow and activity
- * `log` calls (replay-aware in workflows) come out as structured pino lines. Log keys, never secrets.
+ * `log` calls (replay-aware in workflows) come out as structured pino lines, through Keel's redactor. Log
+ * keys, never secrets.
  * The same one-per-process runtime carries the Prometheus exporter when metrics are on.
  */
 import { Runtime, type LogLevel, type LogMetadata, type Logger } from '@temporalio/worker';
 import { pino, type Logger as PinoLogger } from 'pino';
 import { ConfigError } from './config.js';
 import { keelHistogramBuckets } from './telemetry/metrics.js';
+import { redact, redactText } from './workflows/redact.js';
 
 /** Creates the process logger: to a file when given, else to the given fd (1 = stdout, 2 = stderr). */
 export function createLogger(opts: { level?: string; file?: string; fd?: 1 | 2; sync?: boolean } = {}): PinoLogger {
@@ -14,7 +16,20 @@ export function createLogger(opts: { level?: string; file?: string; fd?: 1 | 2; 
   const destination = opts.file
     ? pino.destination({ dest: opts.file, mkdir: true, sync })
     : pino.destination({ fd: opts.fd ?? 1, sync });
-  return pino({ level: opts.level ?? 'info', base: { service: 'keel' } }, destination);
+  return pino(
+    {
+      level: opts.level ?? 'info',
+      base: { service: 'keel' },
+      // Keel's one redactor on every line: the message and every field (workflow, activity and tool logs alike).
+      formatters: { log: (fields) => redact(fields, { maxString: 8000 }) as Record<string, unknown> },
+      hooks: {
+        logMethod(args, method) {
+          method.apply(this, args.map((a) => (typeof a === 'string' ? redactText(a) : a)) as Parameters<typeof method>);
+        },
+      },
+    },
+    destination,
+  );
 }
 
 /** Temporal's `Logger` interface, backed by pino. */

@@ -39,7 +39,19 @@ export {
   type Pricing,
   type Spend,
 } from './workflows/budget.js';
-export { defineAgent, isAgent, AgentDefinitionError, AgentSpecSchema, type Agent, type AgentSpec } from './agents/define.js';
+export {
+  defineAgent,
+  isAgent,
+  blockedBy,
+  AgentDefinitionError,
+  AgentSpecSchema,
+  BlockedActionSchema,
+  BlockedFieldSchema,
+  type Agent,
+  type AgentSpec,
+  type BlockedAction,
+  type BlockedField,
+} from './agents/define.js';
 export { appFromModule, AppDefinitionError, DEFAULT_AGENT_NAME, DEFAULT_SYSTEM_PROMPT, MAX_TOOLS_PER_AGENT, type KeelApp } from './app/registry.js';
 export { defineAccessPolicy, isAccessPolicy, mayCall, AccessPolicyError, AccessPolicySpecSchema, type AccessPolicy, type AccessPolicySpec } from './app/access.js';
 export {

@@ -30,6 +30,7 @@ import { startDevServer, type DevServer } from '../src/devserver/index.js';
 import { writeHistoryFile } from '../src/replay.js';
 import { createTestEnv, type Scenario, type TestEnv } from '../src/testing/index.js';
 import { launchChromium } from './support/browser.js';
+import { decryptedText } from './support/decrypt.js';
 import { APPROVER, approveUntilDone } from './support/harness.js';
 import { EXAMPLE_TOOLS, ROOT } from './support/paths.js';
 import { expectUsageError, freePort, runCommand, runKeel, until } from './support/processes.js';
@@ -86,22 +87,6 @@ function withBase64Decoded(text: string): string {
   return [text, ...[...text.matchAll(/"([A-Za-z0-9+/_-]{8,}={0,2})"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8'))].join('\n');
 }
 
-/** Every encrypted payload of a history, decrypted with `codec`, as text (the positive control). */
-function decryptedText(history: Parameters<typeof historyToJSON>[0], codec: AesGcmPayloadCodec): string {
-  const texts: string[] = [];
-  const walk = (v: unknown): void => {
-    if (v === null || typeof v !== 'object' || v instanceof Uint8Array) return;
-    const p = v as Payload;
-    if (p.metadata && p.data instanceof Uint8Array) {
-      const plain = codec.decrypt(p);
-      if (plain !== p) texts.push(utf8(plain));
-      return;
-    }
-    Object.values(v).forEach(walk);
-  };
-  walk(history.events);
-  return texts.join('\n');
-}
 
 /** Runs the canary session on `env` to completion; returns its id, answer and (queried) tool call count. */
 async function runCanarySession(env: TestEnv): Promise<{ sessionId: string; answer: string; toolCalls: number }> {

@@ -18,6 +18,7 @@ import type { KeelClient } from '../../src/client.js';
 import type { Scenario, ScenarioTurn } from '../../src/testing/scripted/index.js';
 import { DEFAULT_SYSTEM_PROMPT, type KeelApp } from '../../src/app/registry.js';
 import { toModelTool, type Tool, type ToolContext, type ToolLogger } from '../../src/tools/index.js';
+import { guardedFetch } from '../../src/activities/fetch.js';
 import { idempotencyKey } from '../../src/workflows/keys.js';
 import {
   eventTimeMs,
@@ -155,14 +156,16 @@ async function runInProcess(
       const tool = byName.get(block.name);
       if (!tool) throw new Error(`scripted model asked for unknown tool ${block.name}`);
       const input = tool.input.parse(block.input);
+      const signal = new AbortController().signal;
       const ctx: ToolContext = {
         idempotencyKey: idempotencyKey(tool.policy.idempotency, sessionId, tool.name, input, block.id),
-        signal: new AbortController().signal,
+        signal,
         log: noopLog,
         session: { workflowId: sessionId, userId: USER.id, roles: USER.roles },
         toolUseId: block.id,
         env,
         traceHeaders: {},
+        fetch: guardedFetch(tool, { env, signal, traceHeaders: {} }),
       };
       const out = await tool.run(input, ctx);
       results.push({ type: 'tool_result', tool_use_id: block.id, content: JSON.stringify(out ?? null) });

@@ -1,7 +1,8 @@
 /**
  * How the example tools talk to their downstream systems (the demo services, or a real deployment at
- * the same URL shape): JSON over HTTP, the idempotency key as `Idempotency-Key` on writes, the
- * activity's abort signal and the session's trace (`ctx.traceHeaders`) on every request. A 4xx answer
+ * the same URL shape) through `ctx.fetch`, which keeps them to their allowed hosts: JSON over HTTP, the
+ * idempotency key as `Idempotency-Key` on writes, the activity's abort signal and the session's trace
+ * (`ctx.traceHeaders`) on every request (`ctx.fetch` adds both). A 4xx answer
  * is the downstream refusing this input: a `ToolError` the model can read. A 5xx answer or a network
  * failure is transient: a plain error the tier's retry policy handles.
  */
@@ -20,14 +21,14 @@ export async function downstream<T = unknown>(
 ): Promise<T> {
   const base = ctx.env.KEEL_DEMO_URL;
   if (!base) throw new ToolError('this tool is not configured: KEEL_DEMO_URL is not set on the worker');
-  const headers: Record<string, string> = { accept: 'application/json', ...ctx.traceHeaders };
+  const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET') headers['idempotency-key'] = opts.idempotencyKey ?? ctx.idempotencyKey;
-  const res = await fetch(new URL(path, base), {
+  // ctx.fetch: only the tool's allowed hosts; it adds the session's trace headers and the abort signal.
+  const res = await ctx.fetch(new URL(path, base), {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
-    signal: ctx.signal,
   });
   const text = await res.text();
   const json = text ? (JSON.parse(text) as unknown) : undefined;

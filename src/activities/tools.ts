@@ -1,7 +1,7 @@
 /**
  * Tool activities: one per registered tool, registered under the tool's name so the Temporal Web UI
  * reads like the conversation. Each validates its input again (the workflow already did; this is the
- * server-side check), hands the tool its idempotency key, abort signal and logger, maps `ToolError` to
+ * server-side check), hands the tool its idempotency key, abort signal, logger and guarded `fetch`, maps `ToolError` to
  * a non-retryable `ToolError` failure the model will read, caps the result at the tool's `maxResultBytes`,
  * keeps a large result in the conversation store (history then holds a preview and its hash), and writes exactly
  * one structured log line per attempt: tool, session, success, duration_ms, result_bytes, arg_keys.
@@ -9,8 +9,10 @@
  */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type { KeelStore } from '../store/index.js';
+import { guardedFetch } from './fetch.js';
 import { guarded } from './resilience.js';
 import { traceHeaders } from '../telemetry/tracing.js';
+import { redactText } from '../workflows/redact.js';
 import { ToolError, type Tool, type ToolContext, type ToolLogger } from '../tools/index.js';
 import { FailureTypes, type StatusCheckOutput, type ToolActivityInput, type ToolActivityOutput, describeIssues } from '../workflows/types.js';
 
@@ -34,7 +36,7 @@ export function createToolActivities(
   const env = opts.env ?? process.env;
   const activities: Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> = {};
   for (const tool of tools) {
-    const toOutput = (result: unknown, req: ToolActivityInput) => outputOf(result, tool.policy.maxResultBytes, opts.store, req.wantValue);
+    const toOutput = (result: unknown, req: ToolActivityInput) => outputOf(result, tool.policy.maxResultBytes, opts.store, req.wantValue, tool.redactOutput);
     // The call itself goes through the fleet-wide guard (disabled switch, breaker, rate limit); its
     // status check and undo do not: they must reach the downstream whatever the breaker says.
     activities[tool.name] = (req) =>
@@ -68,8 +70,9 @@ const outputBytes = (out: ToolActivityOutput): number => out.bytes;
  * The result as JSON text for the model, cut at `maxBytes` with a note. A text over INLINE_RESULT_BYTES
  * goes to the store and history keeps a preview and its hash; `wantValue` adds the whole result.
  */
-async function outputOf(result: unknown, maxBytes: number, store: KeelStore, wantValue?: boolean): Promise<ToolActivityOutput> {
-  const json = JSON.stringify(result ?? null);
+async function outputOf(result: unknown, maxBytes: number, store: KeelStore, wantValue?: boolean, redactOutput?: boolean): Promise<ToolActivityOutput> {
+  // What the model is shown; a chain's value (wantValue) stays whole.
+  const json = redactOutput ? redactText(JSON.stringify(result ?? null)) : JSON.stringify(result ?? null);
   const bytes = Buffer.byteLength(json);
   const truncated = bytes > maxBytes;
   const text = truncated ? `${cutBytes(json, maxBytes)}\n[result truncated: ${bytes} bytes, the first ${maxBytes} shown]` : json;
@@ -119,14 +122,14 @@ async function invoke<T>(
       error: (m, meta) => log.error(m, { tool: tool.name, ...meta }),
     };
     try {
+      const base = { signal: ctx.cancellationSignal, env, traceHeaders: traceHeaders() };
       const result = await fn(parsed.data, {
+        ...base,
         idempotencyKey: req.idempotencyKey,
-        signal: ctx.cancellationSignal,
         log: toolLog,
         session: req.session,
         toolUseId: req.toolUseId,
-        env,
-        traceHeaders: traceHeaders(),
+        fetch: guardedFetch(tool, base),
       });
       resultBytes = bytes(result);
       success = true;

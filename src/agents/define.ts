@@ -1,6 +1,7 @@
 /**
  * The agent contract. An agent is configuration, not code: a name sessions choose it by, the system
- * prompt, the model, the subset of the app's tools it may offer, its budgets and its approval policy.
+ * prompt, the model, the subset of the app's tools it may offer, its budgets, its approval policy and the
+ * actions it must never take (`blocked`).
  * `defineAgent` validates the definition once, at registration, so a worker with a bad agent never starts.
  *
  * Sandbox-safe (zod and plain data only): the workflow reads agents to configure a session.
@@ -8,6 +9,34 @@
 import { z } from 'zod';
 import { BudgetSchema, PricingSchema } from '../workflows/budget.js';
 import { ApprovalPolicySchema, DurationSchema, describeIssues } from '../workflows/types.js';
+
+/** How a blocked-action pattern matches one input field: the exact value, or a regex a string field matches. */
+export const BlockedFieldSchema = z.union([
+  z.string(),
+  z.number(),
+  z.boolean(),
+  z.strictObject({
+    /** A JavaScript regex, unanchored (it matches anywhere in the value: anchor it with ^ and $). */
+    matches: z.string().min(1).max(1000),
+    /** Regex flags, from `imsu` (`g` and `y` would make matching stateful). */
+    flags: z.string().optional(),
+  }),
+]);
+export type BlockedField = z.infer<typeof BlockedFieldSchema>;
+
+/**
+ * An action an agent must never take, whoever asks: a tool, optionally only when fields of its validated
+ * input match (every field given must match; an array field matches when one of its items does).
+ */
+export const BlockedActionSchema = z.strictObject({
+  /** The tool's name. */
+  tool: z.string().min(1),
+  /** Input fields and what blocks them; without it, every call of the tool is blocked. */
+  when: z.record(z.string().min(1), BlockedFieldSchema).optional(),
+  /** Why, for the model and the audit trail: it reads "<tool> is blocked for this agent: <reason>". */
+  reason: z.string().min(1).max(500),
+});
+export type BlockedAction = z.infer<typeof BlockedActionSchema>;
 
 /** What an agent author writes. Defaults in parentheses. */
 export const AgentSpecSchema = z.object({
@@ -33,6 +62,8 @@ export const AgentSpecSchema = z.object({
   budget: BudgetSchema.partial().optional(),
   /** Model prices over Keel's (USD per million tokens). */
   pricing: PricingSchema.optional(),
+  /** Actions refused before anything runs, whatever the model was asked or talked into (none). */
+  blocked: z.array(BlockedActionSchema).max(100).optional(),
 });
 /** An agent as its author writes it. */
 export type AgentSpec = z.input<typeof AgentSpecSchema>;
@@ -55,7 +86,40 @@ export function defineAgent(spec: Omit<AgentSpec, 'tools'> & { tools?: Array<str
   if (!parsed.success) {
     throw new AgentDefinitionError(`agent '${String(spec.name)}': ${describeIssues(parsed.error, '(definition)')}`);
   }
+  parsed.data.blocked?.forEach((pattern, i) => {
+    for (const [field, match] of Object.entries(pattern.when ?? {})) {
+      if (typeof match !== 'object') continue;
+      if (match.flags !== undefined && !/^[imsu]*$/.test(match.flags)) {
+        throw new AgentDefinitionError(
+          `agent '${parsed.data.name}': blocked[${i}] (tool '${pattern.tool}'), field '${field}': flags '${match.flags}' may use only i, m, s and u (g and y make matching stateful)`,
+        );
+      }
+      try {
+        new RegExp(match.matches, match.flags);
+      } catch (err) {
+        throw new AgentDefinitionError(
+          `agent '${parsed.data.name}': blocked[${i}] (tool '${pattern.tool}'), field '${field}': '${match.matches}' is not a valid regex (${(err as Error).message})`,
+        );
+      }
+    }
+  });
   return { ...parsed.data, kind: 'agent' };
+}
+
+/**
+ * The first of `patterns` that blocks this call of `tool` with its validated `input`, or undefined.
+ * Deterministic and sandbox-safe: the tool runner asks it in workflow code.
+ */
+export function blockedBy(patterns: readonly BlockedAction[] | undefined, tool: string, input: unknown): BlockedAction | undefined {
+  const fields = typeof input === 'object' && input !== null ? (input as Record<string, unknown>) : {};
+  return patterns?.find((p) => p.tool === tool && Object.entries(p.when ?? {}).every(([field, match]) => fieldMatches(fields[field], match)));
+}
+
+function fieldMatches(value: unknown, match: BlockedField): boolean {
+  if (Array.isArray(value)) return value.some((item) => fieldMatches(item, match));
+  if (typeof match !== 'object') return value === match;
+  if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') return false;
+  return new RegExp(match.matches, match.flags).test(String(value));
 }
 
 /** True for a value made by `defineAgent`. */

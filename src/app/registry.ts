@@ -41,7 +41,8 @@ export class AppDefinitionError extends Error {
  * @param source - names the module in error messages.
  * @throws AppDefinitionError for duplicate names, an agent naming an unknown tool, something that looks
  *   like a tool but was not made by `defineTool`, a module with no tools at all, more than one access
- *   policy, or a policy naming a tool the module lacks (or an agent's approver role the policy lacks).
+ *   policy, a policy naming a tool the module lacks (or an agent's approver role the policy lacks), or an
+ *   agent's blocked pattern naming a tool the module lacks (or a field that tool's input lacks).
  */
 export function appFromModule(exports: Record<string, unknown>, source = 'the tools module'): KeelApp {
   const tools = new Map<string, Tool>();
@@ -85,6 +86,14 @@ export function appFromModule(exports: Record<string, unknown>, source = 'the to
       if (!tools.has(name)) fail(`agent '${agent.name}' names tool '${name}', which the module does not export (tools: ${[...tools.keys()].join(', ')})`);
     }
     offered(agent.tools?.length ?? tools.size, `agent '${agent.name}'`);
+    // A blocked pattern that can never match would be a silent hole in a deny list: name it at start.
+    for (const pattern of agent.blocked ?? []) {
+      const tool = tools.get(pattern.tool);
+      if (!tool) fail(`agent '${agent.name}' blocks tool '${pattern.tool}', which the module does not export (tools: ${[...tools.keys()].join(', ')})`);
+      const fields = Object.keys(tool!.input.shape);
+      const unknown = Object.keys(pattern.when ?? {}).find((f) => !fields.includes(f));
+      if (unknown) fail(`agent '${agent.name}' blocks '${pattern.tool}' when '${unknown}' matches, but '${pattern.tool}' has no input field '${unknown}' (fields: ${fields.join(', ')})`);
+    }
   }
   offered(tools.size, `the default agent (sessions that name no agent)`);
   if (access) {

@@ -5,7 +5,8 @@
  *
  * This module is sandbox-safe (zod and plain data only): workflow code imports tool definitions to read
  * their schemas and policies, while only the worker ever calls `run`. Tool modules must therefore not
- * import Node built-ins at the top level; they reach the outside world through `ctx` and global `fetch`.
+ * import Node built-ins at the top level; they reach the outside world through `ctx`, HTTP through
+ * `ctx.fetch`, which refuses hosts outside the tool's `allowedHosts`.
  */
 import { z } from 'zod';
 import { RISK_TIERS, type RiskTier, type Duration, tierPolicy } from './policy.js';
@@ -58,6 +59,14 @@ export interface ToolContext {
    * `X-Trace-ID`. Spread them into your HTTP call's headers; empty when tracing is off.
    */
   traceHeaders: Readonly<Record<string, string>>;
+  /**
+   * `fetch` with the tool's `allowedHosts` enforced: a URL whose host is not allowed, or whose scheme is
+   * not http(s), is refused with a non-retryable `ToolError` before any network I/O, and so is a redirect
+   * to such a host (redirects are followed hop by hop, each hop checked). It adds `traceHeaders` (unless
+   * the caller set them) and `signal` (unless the caller gave a signal). Without `allowedHosts` any host
+   * is allowed. Global `fetch` bypasses all of this: tools should use this one.
+   */
+  fetch: typeof globalThis.fetch;
 }
 
 /**
@@ -129,6 +138,22 @@ export interface ToolSpec<S extends z.ZodObject = z.ZodObject, R = unknown> {
    * side-effecting call needs a person's approval, which names the source (false).
    */
   trustedOutput?: boolean;
+  /**
+   * Input fields whose values are secrets or personal data: masked (`[redacted]`) in approval requests,
+   * the audit trail and logs, on top of what Keel's redactor finds by itself (none).
+   */
+  sensitive?: string[];
+  /** Passes the result through Keel's redactor before the model sees it: emails, cards, tokens, phones (false). */
+  redactOutput?: boolean;
+  /**
+   * The hosts `ctx.fetch` may reach (any host, without it: declaring them is the least-privilege way).
+   * Each entry is a host (`api.example.com`, `10.0.0.5`, `[::1]`), a wildcard for its subdomains at any
+   * depth (`*.example.com`, which does not match `example.com` itself), either with an optional `:port`
+   * (without one, any port), or `env:NAME`: the host and port of the URL in the worker's environment
+   * variable `NAME`, read at call time (unset or not a URL: allows nothing). Matched against the URL as
+   * fetch parses it (so `http://allowed.com@evil.com/` is `evil.com`), by name, never by DNS resolution.
+   */
+  allowedHosts?: string[];
 }
 
 /** What a status check found. */
@@ -169,6 +194,28 @@ export class ToolDefinitionError extends Error {
 }
 
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/** One DNS label (letters, digits, inner hyphens), lower or upper case. */
+const LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
+/**
+ * An `allowedHosts` entry: a host name or IPv4 address, a `*.` wildcard over a name of two labels or
+ * more (never `*.com`), or a bracketed IPv6 address; then an optional port. `env:NAME` entries aside.
+ */
+const ALLOWED_HOST = new RegExp(`^(?:${LABEL}(?:\\.${LABEL})*|\\*\\.${LABEL}(?:\\.${LABEL})+|\\[[0-9a-f:.]+\\])(?::(\\d{1,5}))?$`, 'i');
+const ENV_HOST = /^env:[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The problem with an `allowedHosts` entry, or undefined when it is fine. */
+function allowedHostProblem(entry: unknown): string | undefined {
+  const shown = typeof entry === 'string' ? `'${entry}'` : String(entry);
+  const usage = "use a host ('api.example.com', '10.0.0.5', '[::1]'), a wildcard ('*.example.com'), either with an optional ':port', or 'env:NAME'";
+  if (typeof entry !== 'string') return `allowedHosts entry ${shown} is not a string: ${usage}`;
+  if (ENV_HOST.test(entry)) return undefined;
+  const m = ALLOWED_HOST.exec(entry);
+  if (!m) return `allowedHosts entry ${shown} is not a host: ${usage} (no scheme, path or user; a wildcard needs two labels after '*.')`;
+  const port = m[1] === undefined ? undefined : Number(m[1]);
+  if (port !== undefined && (port < 1 || port > 65535)) return `allowedHosts entry ${shown} has port ${port}: a port is 1 to 65535`;
+  return undefined;
+}
 
 /** The default of `maxResultBytes`: what the model is shown of one result (64 KiB). */
 export const DEFAULT_MAX_RESULT_BYTES = 64 * 1024;
@@ -213,6 +260,16 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
   if (breaker && (!Number.isInteger(breaker.failureThreshold) || breaker.failureThreshold < 1)) fail('breaker.failures must be a whole number >= 1');
   if (breaker && breaker.resetAfterMs < 100) fail('breaker.resetAfter must be at least 100ms');
   if (spec.rateLimit && !(spec.rateLimit.perSecond > 0)) fail('rateLimit.perSecond must be a number > 0');
+  if (spec.allowedHosts !== undefined) {
+    if (!Array.isArray(spec.allowedHosts)) fail('allowedHosts must be an array of hosts (omit it to allow any host)');
+    for (const entry of spec.allowedHosts as unknown[]) {
+      const problem = allowedHostProblem(entry);
+      if (problem) fail(problem);
+    }
+  }
+  const fields = Object.keys((spec.input as z.ZodObject).shape);
+  const unknownField = spec.sensitive?.find((f) => !fields.includes(f));
+  if (unknownField !== undefined) fail(`sensitive names '${unknownField}', which is not a field of its input (fields: ${fields.join(', ')})`);
   const maxResultBytes = spec.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   if (!Number.isInteger(maxResultBytes) || maxResultBytes < 256 || maxResultBytes > 1024 * 1024) {
     fail('maxResultBytes must be a whole number from 256 to 1048576 (1 MiB)');

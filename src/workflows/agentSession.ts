@@ -109,8 +109,10 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
   const { toolAvailability } = proxyLocalActivities<AvailabilityActivities>({ startToCloseTimeout: '5s', retry: { maximumAttempts: 3, initialInterval: '100ms' } });
   const optionalTools = offered.filter((t) => t.criticality === 'optional').map((t) => t.name);
 
+  // The agent's blocked actions are read from the code, like the access policy: changing them is a code change.
+  const blocked = app.agents.get(spec.agent)?.blocked;
   const runner: ToolRunner = new ToolRunner(
-    { workflowId: info.workflowId, user: spec.user, tools: new Map(tools.map((t) => [t.name, t])), approval: spec.approval, onChange: () => life.refresh(), audit, taint: true, ...(app.access ? { access: app.access } : {}) },
+    { workflowId: info.workflowId, user: spec.user, tools: new Map(tools.map((t) => [t.name, t])), approval: spec.approval, onChange: () => life.refresh(), audit, taint: true, ...(app.access ? { access: app.access } : {}), ...(blocked ? { blocked } : {}) },
     state.tools,
   );
   const life: SessionLifecycle = new SessionLifecycle({

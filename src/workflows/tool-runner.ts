@@ -1,6 +1,6 @@
 /**
  * How a workflow runs tool calls safely; shared by `agentSession` and `toolChain`. For each call it
- * checks the tool is allowed and the input valid; derives the idempotency key from the workflow ID and
+ * checks the tool is allowed, the input valid and the call not one its agent blocks; derives the idempotency key from the workflow ID and
  * returns an earlier identical call's result instead of running the tool twice; parks the call until a
  * person approves it when the tier or policy says so (the `approval` signal / `decideApproval` update);
  * registers the tool's undo before the side effect; runs the tool as an activity named after it, under
@@ -22,9 +22,10 @@ import {
 import type { Duration as TemporalDuration } from '@temporalio/common';
 import { toMs, type Tool } from '../tools/index.js';
 import { mayCall, type AccessPolicy } from '../app/access.js';
+import { blockedBy, type BlockedAction } from '../agents/define.js';
 import { hashOf, type AuditTrail } from './audit.js';
 import { idempotencyKey } from './keys.js';
-import { redact } from './redact.js';
+import { redact, redactText } from './redact.js';
 import {
   ApprovalDecisionSchema,
   FailureTypes,
@@ -85,6 +86,8 @@ export interface ToolRunnerOptions {
   audit?: AuditTrail;
   /** Which of the user's roles may call which tools (all of `tools`, without one). */
   access?: AccessPolicy;
+  /** The agent's blocked actions: a call matching one is refused before anything runs (none). */
+  blocked?: readonly BlockedAction[];
   /**
    * A model chooses the calls (an agent session): results of untrusted tools taint the calls of later
    * turns, and a tainted side-effecting call needs a person's approval. A chain's calls are the caller's.
@@ -154,7 +157,9 @@ export class ToolRunner {
   /** Records a line of the workflow's story, keeping the most recent MAX_EVENTS. */
   addEvent(event: EventWithoutSeq): void {
     const events = this.state.events;
-    events.push({ ...event, seq: ++this.state.seq } as SessionEvent);
+    // The status query shows these to anyone who may query the session: model text and results are redacted.
+    const shown = { ...event, ...('detail' in event ? { detail: redactText(event.detail) } : {}), ...('text' in event ? { text: redactText(event.text) } : {}) };
+    events.push({ ...shown, seq: ++this.state.seq } as SessionEvent);
     if (events.length > MAX_EVENTS) events.shift();
   }
 
@@ -213,6 +218,12 @@ export class ToolRunner {
       const issues = describeIssues(valid.error);
       authorize(false, `invalid input: ${issues}`);
       return finish('rejected', `Invalid input for ${tool.name}: ${issues}. Fix the arguments and call the tool again.`);
+    }
+    // Matched on the validated input: what the tool would get, after the schema's own transforms.
+    const block = blockedBy(this.o.blocked, tool.name, valid.data);
+    if (block) {
+      authorize(false, `blocked action: ${block.reason}`);
+      return finish('rejected', `${tool.name} is blocked for this agent: ${block.reason}. It did not run; do not retry it or work around it. Tell the user.`);
     }
     authorize(true, `${tool.name} is one of the session's tools (${access.reason}) and its input is valid`);
     const key = idempotencyKey(tool.policy.idempotency, this.o.workflowId, tool.name, valid.data, call.toolUseId);
@@ -283,7 +294,7 @@ export class ToolRunner {
       toolUseId: call.toolUseId,
       idempotencyKey: key,
       argHash: hashOf(validInput),
-      args: validInput,
+      args: redact(validInput, { fields: tool.sensitive ?? [], maxString: 2000 }),
       ...(call.reasoning ? { reasoning: call.reasoning.text.slice(0, 2000), ...(call.reasoning.usage ? { turnUsage: call.reasoning.usage } : {}) } : {}),
       ...(record.approvalRequestId ? { approvalRequestId: record.approvalRequestId } : {}),
     });
@@ -400,7 +411,7 @@ export class ToolRunner {
       tool: tool.name,
       risk: tool.risk,
       toolUseId: call.toolUseId,
-      input: redact(input),
+      input: redact(input, { fields: tool.sensitive ?? [] }),
       reason:
         (tool.policy.approval === 'other-person'
           ? `${tool.name} is privileged: an approver with role ${this.o.approval.privilegedApproverRoles.join(' or ')} who is not the requester must approve`

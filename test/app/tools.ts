@@ -1,7 +1,8 @@
 /**
  * A small app outside `src/`, as a team would write one: its own tools and agent, importing only the
  * public sandbox-safe entry. `define_word` reads a built-in glossary; `post_note` posts a note to the
- * team's notice board (the URL in `NOTES_URL`), irreversibly, so a person approves each one.
+ * team's notice board (the URL in `NOTES_URL`), irreversibly, so a person approves each one. The board's
+ * tools reach it through `ctx.fetch`, allowed only its host (`env:NOTES_URL`).
  */
 import { z } from 'zod';
 import { defineAgent, defineTool, ToolError } from 'keel/workflow';
@@ -44,10 +45,11 @@ export const searchWiki = defineTool({
   risk: 'read',
   criticality: 'optional',
   breaker: { failures: 3, resetAfter: '8s' },
+  allowedHosts: ['env:NOTES_URL'],
   run: async ({ q }, ctx) => {
     const url = ctx.env.NOTES_URL;
     if (!url) throw new ToolError('NOTES_URL is not set on the worker');
-    const res = await fetch(`${url.replace(/\/notes$/, '/wiki')}?q=${encodeURIComponent(q)}`, { signal: ctx.signal, headers: ctx.traceHeaders });
+    const res = await ctx.fetch(`${url.replace(/\/notes$/, '/wiki')}?q=${encodeURIComponent(q)}`);
     if (!res.ok) throw new Error(`wiki answered ${res.status}`);
     return (await res.json()) as unknown;
   },
@@ -60,8 +62,9 @@ export const pingBoard = defineTool({
   input: z.object({ n: z.number().int() }),
   risk: 'read',
   rateLimit: { perSecond: 4 },
+  allowedHosts: ['env:NOTES_URL'],
   run: async ({ n }, ctx) => {
-    const res = await fetch(`${ctx.env.NOTES_URL!.replace(/\/notes$/, '/ping')}?n=${n}`, { signal: ctx.signal });
+    const res = await ctx.fetch(`${ctx.env.NOTES_URL!.replace(/\/notes$/, '/ping')}?n=${n}`);
     return (await res.json()) as unknown;
   },
 });
@@ -72,14 +75,15 @@ export const postNote = defineTool({
   description: 'Post a note to the team notice board. IRREVERSIBLE: everyone sees it at once.',
   input: z.object({ text: z.string().min(1).max(2000) }),
   risk: 'irreversible',
+  allowedHosts: ['env:NOTES_URL'],
   run: async (input, ctx) => {
     const url = ctx.env.NOTES_URL;
     if (!url) throw new ToolError('NOTES_URL is not set on the worker');
-    const res = await fetch(url, {
+    // ctx.fetch adds the session's trace headers and the activity's abort signal.
+    const res = await ctx.fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': ctx.idempotencyKey, ...ctx.traceHeaders },
+      headers: { 'content-type': 'application/json', 'idempotency-key': ctx.idempotencyKey },
       body: JSON.stringify(input),
-      signal: ctx.signal,
     });
     if (!res.ok) throw new Error(`notice board answered ${res.status}`);
     return (await res.json()) as unknown;
