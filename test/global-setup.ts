@@ -1,5 +1,6 @@
 /**
- * Test-run set-up: one real Temporal dev server (the CLI found or installed by Keel's own resolver,
+ * Test-run set-up: the Debian packages some tests drive (found, or installed with apt-get when it can),
+ * one real Temporal dev server (the CLI found or installed by Keel's own resolver,
  * headless, on a free port, with a throw-away SQLite file) and one workflow bundle per tools module (the
  * support-desk example's, and the small test app's), shared by every test file through vitest's
  * `provide`/`inject`.
@@ -11,6 +12,7 @@ import type { TestProject } from 'vitest/node';
 import { bundleApp } from '../src/app/load.js';
 import { resolveTemporalCli, startDevServer, type DevServer } from '../src/devserver/index.js';
 import { EXAMPLE_TOOLS, TEST_APP_TOOLS } from './support/paths.js';
+import { ensureSystemPackages, TEST_PACKAGES } from './support/system-packages.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -29,6 +31,8 @@ let server: DevServer | undefined;
 let tmp: string | undefined;
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const missing = ensureSystemPackages(TEST_PACKAGES, (m) => process.stderr.write(`[setup] ${m}\n`));
+  if (missing.length && process.env.CI === 'true') throw new Error(`CI needs ${missing.join(', ')} on PATH, and they could not be installed`);
   const dataDir = path.resolve('.keel');
   const cli = await resolveTemporalCli({ dataDir, log: (m) => process.stderr.write(`[setup] ${m}\n`) });
   tmp = await mkdtemp(path.join(os.tmpdir(), 'keel-test-'));

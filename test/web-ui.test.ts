@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Browser, Locator, Page } from 'playwright-core';
 import { ROOT } from './support/harness.js';
-import { launchChromium, startUiStack, type UiStack } from './support/browser.js';
+import { hasChromium, launchChromium, startUiStack, type UiStack } from './support/browser.js';
 import { approveUntilDone } from './support/harness.js';
 
 const TOOLS = ['lookup_customer', 'get_order', 'search_kb', 'issue_refund', 'send_email'] as const;
@@ -24,6 +24,7 @@ let stack: UiStack | undefined;
 let browser: Browser | undefined;
 
 beforeAll(async () => {
+  if (!hasChromium) return;
   stack = await startUiStack('web-ui', inject('workflowBundlePath'));
   browser = await launchChromium();
 });
@@ -51,7 +52,7 @@ async function visibleAfterReloads(page: Page, locator: Locator): Promise<void> 
   }
 }
 
-describe('Temporal Web UI', () => {
+describe.skipIf(!hasChromium)('Temporal Web UI', () => {
   it('shows a session: id, summary, Completed, and activities named after its tools', { timeout: 120_000 }, async () => {
     const s = stack!;
     const sessionId = `session-web-ui-${Date.now()}`;

@@ -5,7 +5,7 @@
  * browser: this machine and CI have no internet beyond package registries).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +22,8 @@ import { EXAMPLE_TOOLS } from './paths.js';
 
 /** Debian's chromium (`apt-get install -y chromium`); override with `KEEL_CHROMIUM`. */
 export const CHROMIUM_PATH = process.env.KEEL_CHROMIUM ?? '/usr/bin/chromium';
+/** Whether that chromium is there (the test run installs it when it can; the browser tests skip without it). */
+export const hasChromium = existsSync(CHROMIUM_PATH);
 
 /** Flags for a headless chromium on a machine without internet. */
 export const CHROMIUM_ARGS = [
