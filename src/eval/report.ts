@@ -10,11 +10,10 @@
  * time on a shared machine is noise). A case that passed in the baseline and fails now, or a new case that
  * fails, fails the run; a case that already failed in the baseline is reported and does not.
  */
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { percentile } from '../ops/sessions.js';
 import type { ToolCallRecord } from '../workflows/types.js';
-import type { ExpectedTools } from './suite.js';
+import { readJsonFile, type ExpectedTools } from './suite.js';
 
 /** One tool call as the report keeps it. */
 export interface ToolCallSummary {
@@ -160,15 +159,7 @@ export class BaselineError extends Error {
 
 /** Reads a baseline (a saved `keel eval --json` report) of suite `suite`. @throws BaselineError naming the file. */
 export async function loadBaseline(file: string, suite: string): Promise<Baseline> {
-  const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new BaselineError(`baseline ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
-  });
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new BaselineError(`baseline ${file}: not JSON (${(err as Error).message.split('\n')[0]}); save one with keel eval <suite> --json > ${file}`);
-  }
+  const raw = await readJsonFile(file, (why) => new BaselineError(`baseline ${file}: ${why}`), `; save one with keel eval <suite> --json > ${file}`);
   const parsed = BaselineSchema.safeParse(raw);
   if (!parsed.success) {
     const first = parsed.error.issues[0]!;

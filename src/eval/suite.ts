@@ -164,14 +164,20 @@ export function parseSuite(raw: unknown, file: string): EvalSuite {
 
 /** Reads and validates a suite file. @throws SuiteError naming the file (and the case and field). */
 export async function loadSuite(file: string): Promise<EvalSuite> {
+  return parseSuite(await readJsonFile(file, (why) => new SuiteError(`suite ${file}: ${why}`)), file);
+}
+
+/**
+ * Reads a JSON file (a suite, a baseline); an unreadable or unparsable one is the error `fail` makes of
+ * why (`no such file`, `not JSON (…)` followed by `notJsonHint`).
+ */
+export async function readJsonFile(file: string, fail: (why: string) => Error, notJsonHint = ''): Promise<unknown> {
   const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new SuiteError(`suite ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    throw fail(err.code === 'ENOENT' ? 'no such file' : err.message);
   });
-  let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    return JSON.parse(text) as unknown;
   } catch (err) {
-    throw new SuiteError(`suite ${file}: not JSON (${(err as Error).message.split('\n')[0]})`);
+    throw fail(`not JSON (${(err as Error).message.split('\n')[0]})${notJsonHint}`);
   }
-  return parseSuite(raw, file);
 }
