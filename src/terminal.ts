@@ -54,18 +54,39 @@ export function describeResult(r: SessionResult): string {
   ].join('\n');
 }
 
-/** Who approves automatically (the demo's `--approve-as`). */
+/** Who decides approvals automatically (the demo's `--approve-as` / `--reject-as`). */
 export type AutoApprover = z.input<typeof ApproverSchema>;
 
-/** Prints each event; on a pending approval, approves it (with `autoApprove`) or says how to. */
-function eventPrinter(client: KeelClient, sessionId: string, out: TerminalOut, autoApprove?: AutoApprover) {
+/**
+ * Approvals decided without a person at the terminal (the demo's `--approve-as <id>`, `--reject-as <id>`
+ * and `--reject <tool>`): `approver` decides every pending request, rejecting the calls of the tools in
+ * `reject` and approving the rest. The reason recorded (and read by the model on a rejection) says it
+ * was automatic.
+ */
+export interface AutoDecision {
+  /** Who decides, with the roles the session's approval policy asks for. */
+  approver: AutoApprover;
+  /** Tool names whose calls are rejected, or `'all'` to reject every call; default: none (all approved). */
+  reject?: readonly string[] | 'all';
+}
+
+/** The decision and its recorded reason for a pending call of `tool`. */
+function autoDecide(auto: AutoDecision, tool: string): { decision: 'approve' | 'reject'; reason: string } {
+  if (auto.reject === 'all') return { decision: 'reject', reason: `rejected automatically (--reject-as ${auto.approver.id})` };
+  if (auto.reject?.includes(tool)) return { decision: 'reject', reason: `rejected automatically (--reject ${tool})` };
+  return { decision: 'approve', reason: `approved automatically (--approve-as ${auto.approver.id})` };
+}
+
+/** Prints each event; on a pending approval, decides it (with `auto`) or says how to. */
+function eventPrinter(client: KeelClient, sessionId: string, out: TerminalOut, auto?: AutoDecision) {
   return (e: SessionEvent): void => {
     out.info(describeEvent(e));
     if (e.kind !== 'approval' || e.status !== 'pending') return;
-    if (autoApprove) {
+    if (auto) {
+      const { decision, reason } = autoDecide(auto, e.name);
       client
-        .decide(sessionId, { requestId: e.requestId, decision: 'approve', approver: autoApprove, reason: `approved automatically (--approve-as ${autoApprove.id})` })
-        .catch((err: unknown) => out.info(`could not approve ${e.requestId}: ${err instanceof Error ? err.message : String(err)}`));
+        .decide(sessionId, { requestId: e.requestId, decision, approver: auto.approver, reason })
+        .catch((err: unknown) => out.info(`could not ${decision} ${e.requestId}: ${err instanceof Error ? err.message : String(err)}`));
       return;
     }
     out.info(
@@ -84,10 +105,10 @@ export async function followInTerminal(
   client: KeelClient,
   sessionId: string,
   out: TerminalOut,
-  opts: { autoApprove?: AutoApprover; since?: number } = {},
+  opts: { autoDecide?: AutoDecision; since?: number } = {},
 ): Promise<number> {
   try {
-    const result = await followSession(client, sessionId, eventPrinter(client, sessionId, out, opts.autoApprove), opts.since ? { since: opts.since } : {});
+    const result = await followSession(client, sessionId, eventPrinter(client, sessionId, out, opts.autoDecide), opts.since ? { since: opts.since } : {});
     out.result({ sessionId, status: 'completed', ...result }, describeResult(result));
     return 0;
   } catch (err) {
@@ -107,10 +128,10 @@ export async function followTurn(
   sessionId: string,
   out: TerminalOut,
   answer: Promise<TurnAnswer>,
-  opts: { autoApprove?: AutoApprover; since?: number } = {},
+  opts: { autoDecide?: AutoDecision; since?: number } = {},
 ): Promise<{ answer: TurnAnswer; lastSeq: number }> {
   let lastSeq = opts.since ?? 0;
-  const print = eventPrinter(client, sessionId, out, opts.autoApprove);
+  const print = eventPrinter(client, sessionId, out, opts.autoDecide);
   const result = await followUntil(
     client,
     sessionId,

@@ -1,10 +1,14 @@
 /**
  * The `keel` command line as a user's script drives it: a malformed call exits 2 with a one-line
  * reason; `keel run --json` prints one JSON document with the answer (exit 0) or the failure (exit 1);
- * `keel status` and `keel replay` report on a finished session.
+ * `keel status` and `keel replay` report on a finished session. And `npm run demo`, which ends with an
+ * answer whether its approvals are given or rejected, and refuses bad flags the same way.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DemoLedger } from '../examples/support-desk/services/ledger.js';
 import { ROOT, startHarness, type Harness } from './support/harness.js';
 import { runCommand, runKeel } from './support/processes.js';
 
@@ -84,14 +88,18 @@ describe('driving sessions', () => {
 });
 
 describe('npm run demo (the support-desk example)', () => {
-  it('runs the demo session on the embedded defaults and ends with its answer (approvals given with --approve-as)', async () => {
-    // Reuses the shared test server (TEMPORAL_ADDRESS); starts its own scripted model, demo services and worker.
+  /** Runs the demo with `args`; it reuses the shared test server (TEMPORAL_ADDRESS) and starts its own scripted model, demo services and worker. */
+  const demo = (args: string[], extraEnv: Record<string, string> = {}) => {
     const { ANTHROPIC_BASE_URL: _model, KEEL_DEMO_URL: _demo, ...env } = h.env;
-    const { code, stdout, stderr } = await runCommand(
+    return runCommand(
       process.execPath,
-      [path.join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), path.join(ROOT, 'examples', 'support-desk', 'demo.ts'), '--json', '--approve-as', 'manager-1'],
-      { ...env, ANTHROPIC_BASE_URL: undefined, KEEL_DEMO_URL: undefined },
+      [path.join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), path.join(ROOT, 'examples', 'support-desk', 'demo.ts'), ...args],
+      { ...env, ...extraEnv, ANTHROPIC_BASE_URL: undefined, KEEL_DEMO_URL: undefined },
     );
+  };
+
+  it('runs the demo session on the embedded defaults and ends with its answer (approvals given with --approve-as)', async () => {
+    const { code, stdout, stderr } = await demo(['--json', '--approve-as', 'manager-1']);
     expect(code, stderr).toBe(0);
     const doc = JSON.parse(stdout) as { status: string; answer: string; agent: string; toolCalls: Array<{ name: string; approvalRequestId?: string }> };
     expect(doc.status).toBe('completed');
@@ -101,4 +109,50 @@ describe('npm run demo (the support-desk example)', () => {
     expect(stderr).toMatch(/model: scripted Messages API at http:\/\/127\.0\.0\.1:\d+/);
     expect(stderr).toMatch(/issue_refund approval issue_refund-1: APPROVED/);
   }, 90_000);
+
+  const rejections: Array<[string, string[], RegExp, string[], { refunds: number; emails: number }]> = [
+    ['--reject-as: the refund is declined, so nothing is refunded or emailed', ['--reject-as', 'manager-1'], /^I did not refund order ord_1001: the person reviewing the refund declined it/, ['issue_refund'], { refunds: 0, emails: 0 }],
+    [
+      '--approve-as with --reject send_email: refunded, but no confirmation email',
+      ['--approve-as', 'manager-1', '--reject', 'send_email'],
+      /^I refunded the full 129.00 USD .* but the confirmation email was not sent because a person declined it/,
+      ['issue_refund', 'send_email'],
+      { refunds: 1, emails: 0 },
+    ],
+  ];
+  it.each(rejections)('ends with an answer when a person rejects: %s', async (_name, args, answer, decided, effects) => {
+    // A ledger of its own (the demo keeps it in KEEL_DATA_DIR), so what this run did is all it holds.
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'keel-demo-reject-'));
+    try {
+      const { code, stdout, stderr } = await demo(['--json', ...args], { KEEL_DATA_DIR: dataDir });
+      expect(code, stderr).toBe(0);
+      const doc = JSON.parse(stdout) as { status: string; answer: string; toolCalls: Array<{ name: string; outcome: string; approvalRequestId?: string }> };
+      expect(doc.status).toBe('completed');
+      expect(doc.answer).toMatch(answer);
+      expect(doc.toolCalls.filter((t) => t.approvalRequestId).map((t) => t.name)).toEqual(decided);
+      expect(doc.toolCalls.find((t) => t.name === decided.at(-1))?.outcome).toBe('rejected');
+      expect(stderr).toMatch(new RegExp(`${decided.at(-1)} approval ${decided.at(-1)}-1: REJECTED`));
+      const ledger = new DemoLedger(path.join(dataDir, 'demo-ledger.sqlite'));
+      try {
+        const { refunds, emails } = ledger.snapshot();
+        expect({ refunds: refunds.length, emails: emails.length }).toEqual(effects);
+      } finally {
+        ledger.close();
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  const badFlags: Array<[string, string[], RegExp]> = [
+    ['--approve-as with --reject-as', ['--approve-as', 'a', '--reject-as', 'b'], /^demo: --approve-as and --reject-as do not go together/],
+    ['--reject without --approve-as', ['--reject', 'send_email'], /^demo: --reject send_email needs --approve-as <id>/],
+    ['--reject of a tool the agent does not have', ['--approve-as', 'a', '--reject', 'send-email'], /^demo: --reject: the support agent has no tool 'send-email' \(its tools: .*send_email/],
+  ];
+  it.each(badFlags)('exits 2 with a one-line reason for %s', async (_name, args, reason) => {
+    const { code, stdout, stderr } = await demo(args);
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr.trim().split('\n')).toEqual([expect.stringMatching(reason)]);
+  });
 });

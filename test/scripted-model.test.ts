@@ -1,7 +1,8 @@
 // Specification of the scripted Messages API server, driven through the real `@anthropic-ai/sdk`
 // client (maxRetries 0, as Keel's activities use it): scenario playback and deterministic ids, turn
 // selection, scripted faults and the SDK error classes they surface as, request validation with the
-// real API's messages, `expect` checks, latency, and loading scenario files from directories.
+// real API's messages, `expect` checks, turns that branch on the tool results sent (`choices`), latency,
+// and loading scenario files from directories.
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -77,6 +78,52 @@ const slow: Scenario = {
   turns: [{ content: [{ type: 'text', text: 'finally' }], stop_reason: 'end_turn', latency_ms: 300 }],
 };
 
+/**
+ * A refund a person may reject. Turn 2 branches on the refund's result: rejected → an answer (the script
+ * ends after 2 turns); otherwise (the default) → an email. Turn 3, reached only on that branch, branches
+ * on the email's result; its `expect`, `faults` and `usage` apply to the choice that is played.
+ */
+const reactive: Scenario = {
+  name: 'reactive',
+  description: 'Refund, then email; answers whichever way a person decides.',
+  turns: [
+    { content: [{ type: 'tool_use', name: 'issue_refund', input: { order_id: 'o1' } }], stop_reason: 'tool_use' },
+    {
+      choices: [
+        {
+          when: { tool_results: [{ tool: 'issue_refund', is_error: true, contains: 'was rejected by' }] },
+          content: [{ type: 'text', text: 'A person declined the refund.' }],
+          stop_reason: 'end_turn',
+        },
+        {
+          content: [
+            { type: 'text', text: 'Refunded; emailing.' },
+            { type: 'tool_use', name: 'send_email', input: { to: 'ada@example.com' } },
+          ],
+          stop_reason: 'tool_use',
+        },
+      ],
+    },
+    {
+      choices: [
+        {
+          when: { tool_results: [{ tool: 'send_email', is_error: true }] },
+          content: [{ type: 'text', text: 'Refunded, but the email was declined.' }],
+          stop_reason: 'end_turn',
+        },
+        {
+          when: { tool_results: [{ tool: 'send_email', is_error: false }] },
+          expect: { tool_results: [{ contains: 'queued' }] },
+          faults: [{ status: 529, times: 1 }],
+          usage: { input_tokens: 7, output_tokens: 3 },
+          content: [{ type: 'text', text: 'Refunded and emailed.' }],
+          stop_reason: 'end_turn',
+        },
+      ],
+    },
+  ],
+};
+
 const hello: Anthropic.MessageParam[] = [{ role: 'user', content: 'Hello' }];
 
 let server: ScriptedModelServer;
@@ -88,7 +135,7 @@ beforeAll(async () => {
   emptyDir = mkdtempSync(path.join(tmpdir(), 'keel-scripted-empty-'));
   server = await startScriptedModel({
     scenarioDirs: [emptyDir],
-    scenarios: [refund, threeTurns, overloaded, rateLimited, slow],
+    scenarios: [refund, threeTurns, overloaded, rateLimited, slow, reactive],
   });
   client = new Anthropic({ baseURL: server.url, apiKey: 'test', maxRetries: 0 });
 });
@@ -458,6 +505,110 @@ describe('expect: checks on the tool results the agent sent', () => {
   });
 });
 
+describe('choices: turns that react to the tool results sent', () => {
+  type Results = Array<{ content: string; is_error?: boolean }>;
+
+  /**
+   * Plays `scripted/reactive` from the start: after each reply, answers its tool_use blocks with the next
+   * entry of `results` (in order) and asks for the next turn. Returns the last reply.
+   */
+  async function play(results: Results[], userId?: string): Promise<Anthropic.Message> {
+    const request = { model: 'scripted/reactive', max_tokens: 100, tools, ...(userId ? { metadata: { user_id: userId } } : {}) };
+    const messages: Anthropic.MessageParam[] = [...hello];
+    let reply = await client.messages.create({ ...request, messages });
+    for (const sent of results) {
+      const content = toolUseIds(reply).map((id, i) => ({ type: 'tool_result' as const, tool_use_id: id, ...sent[i] }));
+      messages.push({ role: 'assistant', content: reply.content }, { role: 'user', content });
+      reply = await client.messages.create({ ...request, messages: [...messages] });
+    }
+    return reply;
+  }
+
+  const rejected = { content: 'issue_refund was rejected by alice: too large. It did not run; do not retry it. Tell the user.', is_error: true };
+  const refunded = { content: '{"status":"succeeded"}' };
+
+  it('plays the first choice whose when matches, and the default when none does', async () => {
+    const declined = await play([[rejected]]);
+    expect(declined.content).toEqual([{ type: 'text', text: 'A person declined the refund.' }]);
+    expect(declined.stop_reason).toBe('end_turn');
+
+    const emailing = await play([[refunded]]);
+    expect(emailing.content[0]).toEqual({ type: 'text', text: 'Refunded; emailing.' });
+    expect(emailing.stop_reason).toBe('tool_use');
+    // An error that is not a rejection does not match choice 0 either: the default plays.
+    expect((await play([[{ content: 'payments timed out', is_error: true }]])).stop_reason).toBe('tool_use');
+  });
+
+  it('gives each branch its own ids, the same on every attempt', async () => {
+    const declined = await play([[rejected]]);
+    const emailing = await play([[refunded]]);
+    expect(declined.id).not.toBe(emailing.id);
+    expect((await play([[rejected]])).id).toBe(declined.id);
+    expect(toolUseIds(await play([[refunded]]))).toEqual(toolUseIds(emailing));
+  });
+
+  it('branches again in a later turn, so branches can have different lengths', async () => {
+    // The declined refund ends the conversation at turn 2; the refund that went through goes on to turn 3,
+    // which branches on the email's result.
+    expect((await play([[rejected]])).stop_reason).toBe('end_turn');
+    const emailDeclined = await play([[refunded], [{ content: 'send_email was rejected by bob. It did not run.', is_error: true }]]);
+    expect(emailDeclined.content).toEqual([{ type: 'text', text: 'Refunded, but the email was declined.' }]);
+  });
+
+  it("applies the chosen choice's expect, faults and usage", async () => {
+    const wrong = await rejection(() => play([[refunded], [{ content: '{"status":"bounced"}' }]]));
+    expect(wrong).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((wrong as InstanceType<typeof Anthropic.BadRequestError>).apiMessage).toBe(
+      'scripted expectation failed: scenario "reactive", turn 3 of 3, choice 1: tool_results[0] (send_email, tool_use_id ' +
+        `${toolUseIds(await play([[refunded]]))[0]}): ` +
+        'expected the result text to contain "queued", got "{\\"status\\":\\"bounced\\"}"',
+    );
+
+    const queued: Results[] = [[refunded], [{ content: '{"status":"queued"}' }]];
+    const overloadedOnce = await rejection(() => play(queued, 'session-choice-faults'));
+    expect(overloadedOnce).toBeInstanceOf(Anthropic.OverloadedError);
+    expect((overloadedOnce as InstanceType<typeof Anthropic.APIError>).apiMessage).toContain('scenario "reactive", turn 3 of 3, choice 1, attempt 1');
+    const done = await play(queued, 'session-choice-faults');
+    expect(done.content).toEqual([{ type: 'text', text: 'Refunded and emailed.' }]);
+    expect(done.usage).toMatchObject({ input_tokens: 7, output_tokens: 3 });
+  });
+
+  it('answers 400 naming what was sent and why each choice did not match', async () => {
+    // A history the script did not write: turn 3 gets a result for issue_refund, not send_email.
+    const err = await rejection(() =>
+      client.messages.create({
+        model: 'scripted/reactive',
+        max_tokens: 100,
+        tools,
+        messages: [
+          ...hello,
+          { role: 'assistant', content: 'one' },
+          { role: 'user', content: 'two' },
+          { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_x', name: 'issue_refund', input: {} }] },
+          { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_x', content: 'ok' }] },
+        ],
+      }),
+    );
+    expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((err as InstanceType<typeof Anthropic.BadRequestError>).apiMessage).toBe(
+      'scripted turn has no matching choice: scenario "reactive", turn 3 of 3: the request sent issue_refund "ok"; ' +
+        'choice 0: tool_results[0] (issue_refund, tool_use_id toolu_x): expected a result for "send_email", got one for "issue_refund"; ' +
+        'choice 1: tool_results[0] (issue_refund, tool_use_id toolu_x): expected a result for "send_email", got one for "issue_refund"',
+    );
+
+    const none = await rejection(() =>
+      client.messages.create({
+        model: 'scripted/reactive',
+        max_tokens: 100,
+        messages: [...hello, { role: 'assistant', content: 'one' }, { role: 'user', content: 'two' }, { role: 'assistant', content: 'three' }, { role: 'user', content: 'four' }],
+      }),
+    );
+    expect((none as InstanceType<typeof Anthropic.BadRequestError>).apiMessage).toContain(
+      'the request sent no tool results; choice 0: expected 1 tool_result block(s) in the last user message, got 0',
+    );
+  });
+});
+
 describe('models, routes and timing', () => {
   it('answers an unknown scenario and a non-scripted model with 404 naming the known scenarios', async () => {
     const err = await rejection(() => client.messages.create({ model: 'scripted/nope', max_tokens: 10, messages: hello }));
@@ -465,7 +616,7 @@ describe('models, routes and timing', () => {
     const e = err as InstanceType<typeof Anthropic.NotFoundError>;
     expect(e.type).toBe('not_found_error');
     expect(e.apiMessage).toBe(
-      'model: scripted/nope not found (known scenarios: overloaded, rate-limited, refund, slow, three-turns)',
+      'model: scripted/nope not found (known scenarios: overloaded, rate-limited, reactive, refund, slow, three-turns)',
     );
     const real = await rejection(() => client.messages.create({ model: 'some-real-model', max_tokens: 10, messages: hello }));
     expect(real).toBeInstanceOf(Anthropic.NotFoundError);
@@ -529,7 +680,7 @@ describe('scenario files', () => {
     writeFileSync(path.join(b, 'other.json'), JSON.stringify(fileScenario('other', 'other')));
     const loaded = loadScenarios([a, b, path.join(dir, 'does-not-exist')]);
     expect([...loaded.keys()].sort()).toEqual(['greet', 'other']);
-    expect(loaded.get('greet')?.turns[0]?.content).toEqual([{ type: 'text', text: 'from b' }]);
+    expect(loaded.get('greet')?.turns[0]).toMatchObject({ content: [{ type: 'text', text: 'from b' }] });
   });
 
   it('names the file and the zod issue path of a malformed scenario', () => {
@@ -583,6 +734,30 @@ describe('scenario files', () => {
     expect(dirs[0]).toBe(path.resolve(import.meta.dirname, '../scenarios'));
     expect(dirs.slice(1)).toEqual(['/tmp/one', '/tmp/two']);
     expect(scenarioDirs({})).toHaveLength(1);
+  });
+
+  it('names the JSON path of a malformed branching turn', () => {
+    const bad = path.join(dir, 'bad-choices');
+    mkdirSync(bad);
+    const file = path.join(bad, 'branching.json');
+    const answer = { content: [{ type: 'text', text: 'x' }], stop_reason: 'end_turn' };
+    const write = (turns: unknown[]) => writeFileSync(file, JSON.stringify({ name: 'branching', description: 'broken choices', turns }));
+
+    write([answer, { choices: [answer, { ...answer, when: { tool_results: [] } }] }]);
+    expect(() => loadScenarios([bad])).toThrow(
+      'turns.1.choices.0: choice 0 has no "when", so it matches every request and the choices after it could never be played: put the default last',
+    );
+    write([{ choices: [{ ...answer, when: { tool_result: [{ tool: 'x' }] } }] }]);
+    expect(() => loadScenarios([bad])).toThrow(/turns\.0\.choices\.0\.when: Unrecognized key: "tool_result"/);
+    write([{ choices: [{ ...answer, when: { tool_results: [{ tool: 'x', status: 'ok' }] } }] }]);
+    expect(() => loadScenarios([bad])).toThrow(/turns\.0\.choices\.0\.when\.tool_results\.0: Unrecognized key: "status"/);
+    write([{ choices: [{ ...answer, latency: 5 }] }]);
+    expect(() => loadScenarios([bad])).toThrow(/turns\.0\.choices\.0: Unrecognized key: "latency"/);
+    write([{ choices: [] }]);
+    expect(() => loadScenarios([bad])).toThrow(/turns\.0\.choices: Too small/);
+    // A turn is either ordinary or branching, not both.
+    write([{ ...answer, choices: [answer] }]);
+    expect(() => loadScenarios([bad])).toThrow(/turns\.0: Unrecognized keys?: "content", "stop_reason"/);
   });
 
   it('rejects an invalid in-memory scenario at start', async () => {

@@ -2,9 +2,11 @@
 // loader that reads every `*.json` file of a list of directories, and the default directory list
 // (`./scenarios` of the working directory plus each entry of `KEEL_SCENARIOS_DIR`). A scenario is the fake model's whole
 // behaviour, turn by turn: what it answers, how long it takes, which HTTP faults it injects first, and
-// which tool results it expects to have been sent. Parsing is strict inside turns so that a typo in a
-// hand-written file (`"latency"` for `"latency_ms"`) fails loudly with the file name and the JSON path,
-// instead of silently changing what a test exercises.
+// which tool results it expects to have been sent. A turn can also react: `{ "choices": [...] }` plays the
+// first choice whose `when` matches the tool results the agent sent, so one script covers a person
+// approving or rejecting a call. Parsing is strict inside turns so that a typo in a hand-written file
+// (`"latency"` for `"latency_ms"`) fails loudly with the file name and the JSON path, instead of silently
+// changing what a test exercises.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -39,20 +41,35 @@ export type ScenarioContentBlock = z.infer<typeof ScenarioContentBlockSchema>;
  * attempts consumed by earlier entries of the same `faults` list) get `status`. `retry_after_ms`
  * (milliseconds) adds `retry-after` (seconds, rounded up) and `retry-after-ms` headers.
  */
-export const ScenarioFaultSchema = z.strictObject({
-  status: z.number().int().min(400).max(599),
-  times: z.number().int().min(1),
-  retry_after_ms: z.number().int().min(0).optional(),
-});
+export const ScenarioFaultSchema = z
+  .strictObject({
+    status: z.number().int().min(400).max(599),
+    times: z.number().int().min(1),
+    retry_after_ms: z.number().int().min(0).optional(),
+    /**
+     * Fail mid-stream instead, as the real API does once a stream has begun: a streamed request gets a 200
+     * `text/event-stream`, this many content deltas (text or tool-input chunks; all of them when the
+     * answer has fewer), then an `error` event whose type is the status's (`overloaded_error` for 529) and
+     * the end. A request that is not streamed gets the plain `status` answer.
+     */
+    after_chunks: z.number().int().min(1).optional(),
+  })
+  .refine((f) => f.after_chunks === undefined || f.retry_after_ms === undefined, {
+    message: 'retry_after_ms cannot go with after_chunks: a stream that has begun has sent its headers',
+    path: ['retry_after_ms'],
+  });
 
 /** A scripted HTTP fault. */
 export type ScenarioFault = z.infer<typeof ScenarioFaultSchema>;
 
 /**
- * What one tool result of the request's last user message must look like: `is_error` (absent in the
- * block means `false`) must be equal if given; `contains` must be a substring of the result text.
+ * What one tool result of the request's last user message must look like, in `expect` and in a choice's
+ * `when`: `tool` must name the tool whose `tool_use` (in the previous assistant message) the result
+ * answers; `is_error` (absent in the block means `false`) must be equal if given; `contains` must be a
+ * substring of the result text.
  */
 export const ScenarioExpectedToolResultSchema = z.strictObject({
+  tool: z.string().min(1).optional(),
   is_error: z.boolean().optional(),
   contains: z.string().optional(),
 });
@@ -77,6 +94,8 @@ export const ScenarioTurnSchema = z.strictObject({
     .optional(),
   /** Delay before the successful response is sent, in milliseconds. */
   latency_ms: z.number().int().min(0).optional(),
+  /** When streamed, the pause before each content delta (text or tool-input chunk), in milliseconds (none). */
+  stream_chunk_ms: z.number().int().min(0).optional(),
   /** Faults answered before the turn succeeds, applied in sequence. */
   faults: z.array(ScenarioFaultSchema).optional(),
   /** Checks on the tool results of the request's last user message; a mismatch is a 400. */
@@ -91,6 +110,67 @@ export const ScenarioTurnSchema = z.strictObject({
 export type ScenarioTurn = z.infer<typeof ScenarioTurnSchema>;
 
 /**
+ * One choice of a branching turn: an ordinary turn plus `when`, the tool results that select it (matched
+ * like `expect.tool_results`: the same number of results, each entry against the result at its index). A
+ * choice without `when` is the default and matches any request. `expect`, `faults`, `latency_ms` and
+ * `usage` apply once the choice is played.
+ */
+export const ScenarioChoiceSchema = ScenarioTurnSchema.extend({
+  /** The condition on the tool results of the request's last user message; absent for the default. */
+  when: z
+    .strictObject({
+      tool_results: z.array(ScenarioExpectedToolResultSchema),
+    })
+    .optional(),
+});
+
+/** One choice of a branching turn. */
+export type ScenarioChoice = z.infer<typeof ScenarioChoiceSchema>;
+
+/**
+ * A turn that reacts to what the agent sent: the first choice whose `when` matches is played. A default
+ * (no `when`) must come last, since no choice after it could ever be played.
+ */
+export const ScenarioBranchingTurnSchema = z
+  .strictObject({
+    choices: z.array(ScenarioChoiceSchema).min(1),
+  })
+  .superRefine((turn, ctx) => {
+    const firstDefault = turn.choices.findIndex((c) => c.when === undefined);
+    if (firstDefault !== -1 && firstDefault < turn.choices.length - 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['choices', firstDefault],
+        message: `choice ${firstDefault} has no "when", so it matches every request and the choices after it could never be played: put the default last`,
+      });
+    }
+  });
+
+/** A branching turn of a scenario. */
+export type ScenarioBranchingTurn = z.infer<typeof ScenarioBranchingTurnSchema>;
+
+/**
+ * One entry of `turns`: a branching turn when it has a `choices` key, else an ordinary turn. The key
+ * picks the schema before parsing (instead of a `z.union`) so that a mistake is reported against the
+ * schema the author meant, with its JSON path, not as "no member of the union matched".
+ */
+export const ScenarioTurnEntrySchema = z.unknown().transform((value, ctx): ScenarioTurn | ScenarioBranchingTurn => {
+  const branching = typeof value === 'object' && value !== null && 'choices' in value;
+  const parsed = (branching ? ScenarioBranchingTurnSchema : ScenarioTurnSchema).safeParse(value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path, input: value });
+  return z.NEVER;
+});
+
+/** One entry of `turns`: an ordinary turn or a branching one. */
+export type ScenarioTurnEntry = z.infer<typeof ScenarioTurnEntrySchema>;
+
+/** Whether a turn entry branches (has `choices`). */
+export function isBranchingTurn(turn: ScenarioTurnEntry): turn is ScenarioBranchingTurn {
+  return 'choices' in turn;
+}
+
+/**
  * A scenario file: the model name `scripted/<name>` selects it. Unknown top-level keys are ignored
  * (room for authors' notes); keys inside turns are checked strictly.
  */
@@ -99,7 +179,7 @@ export const ScenarioSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'name must be letters, digits, ".", "_" or "-" (it becomes the model name scripted/<name>)'),
   description: z.string(),
-  turns: z.array(ScenarioTurnSchema).min(1),
+  turns: z.array(ScenarioTurnEntrySchema).min(1),
 });
 
 /** A scenario script, as parsed from a file or given in memory. */

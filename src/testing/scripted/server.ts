@@ -1,9 +1,10 @@
 // The scripted Messages API server: a local node:http server that answers `POST /v1/messages` the way
 // the Anthropic Messages API does, playing scenario scripts (see ./scenario.ts) so the real
 // `@anthropic-ai/sdk` code path runs in tests and in the demo without internet. It is stateless about
-// conversations: the turn is the number of assistant messages in the request, and ids are derived from
-// scenario, turn and position, so worker crashes and retries replay the same answers. The only state it
-// keeps is the per-(scenario, turn, session) attempt counter that makes scripted faults (429, 529, …)
+// conversations: the turn is the number of assistant messages in the request, a branching turn picks its
+// choice from the tool results the request carries, and ids are derived from scenario, turn, choice and
+// position, so worker crashes and retries replay the same answers. The only state it
+// keeps is the per-(scenario, turn, choice, session) attempt counter that makes scripted faults (429, 529, …)
 // happen on the first attempts and then stop. Requests are validated like the real API (tool_use /
 // tool_result pairing, roles, …) and checked against a turn's `expect`, so a broken agent loop gets a
 // precise 400 instead of a plausible answer.
@@ -13,10 +14,13 @@ import type { AddressInfo } from 'node:net';
 import {
   ScenarioLoader,
   ScenarioSchema,
+  isBranchingTurn,
   scenarioDirs as defaultScenarioDirs,
   type Scenario,
   type ScenarioContentBlock,
+  type ScenarioExpectedToolResult,
   type ScenarioTurn,
+  type ScenarioTurnEntry,
 } from './scenario.js';
 
 /** Largest request body accepted, in bytes (32 MB, as the real API); larger bodies get a 413. */
@@ -47,6 +51,22 @@ export interface ScriptedModelOptions {
   scenarios?: Scenario[];
   /** Optional pino-compatible logger; nothing is logged without one. */
   logger?: ScriptedModelLogger;
+  /** Called right after each streamed content delta is written (benchmarks time the stream from here). */
+  onStreamChunk?: (note: StreamChunkNote) => void;
+}
+
+/** One streamed chunk, as {@link ScriptedModelOptions.onStreamChunk} reports it. */
+export interface StreamChunkNote {
+  /** The request's `metadata.user_id` (Keel sends the session's workflow ID), or empty. */
+  session: string;
+  scenario: string;
+  /** The turn, 1-based. */
+  turn: number;
+  /** A `text_delta` or an `input_json_delta`. */
+  kind: 'text' | 'tool_input';
+  text: string;
+  /** When it was written, ms since the epoch. */
+  at: number;
 }
 
 /** A running scripted Messages API server. */
@@ -59,6 +79,12 @@ export interface ScriptedModelServer {
   readonly requests: number;
   /** Stops listening, drops open connections and pending delayed responses. */
   close(): Promise<void>;
+}
+
+/** A fault to raise mid-stream: the error, sent as an `error` event after `afterChunks` content deltas. */
+interface MidStreamFault {
+  error: ApiError;
+  afterChunks: number;
 }
 
 /** An API error to answer with: status, Anthropic error type, message and extra headers. */
@@ -105,14 +131,35 @@ function sha256Hex(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-/** The id of the `tool_use` block at `position` of turn `turn` (0-based) of a scenario. */
-function toolUseId(scenario: string, turn: number, position: number): string {
-  return `toolu_${sha256Hex(`${scenario}:${turn}:${position}`).slice(0, 24)}`;
+/**
+ * Which scripted answer is played: turn `turn` (0-based) of a scenario and, for a branching turn, the
+ * index of the choice. Ids are derived from it.
+ */
+interface ScriptPosition {
+  scenario: string;
+  turn: number;
+  choice?: number;
 }
 
-/** The id of the message answering turn `turn` (0-based) of a scenario. */
-function messageId(scenario: string, turn: number): string {
-  return `msg_${sha256Hex(`${scenario}:${turn}`).slice(0, 24)}`;
+/**
+ * The part of the id seed that names the answer. The choice index is in it so that two branches of one
+ * turn, which answer differently, never share a message or tool_use id: an id names one scripted answer,
+ * and the logs, traces and audit records that quote it must lead back to one place in the script. Ordinary
+ * turns keep the seed they always had, so the ids of existing scenarios (and of the histories recorded
+ * from them) do not change.
+ */
+function answerSeed(at: ScriptPosition): string {
+  return at.choice === undefined ? `${at.scenario}:${at.turn}` : `${at.scenario}:${at.turn}/${at.choice}`;
+}
+
+/** The id of the `tool_use` block at `position` of a scripted answer. */
+function toolUseId(at: ScriptPosition, position: number): string {
+  return `toolu_${sha256Hex(`${answerSeed(at)}:${position}`).slice(0, 24)}`;
+}
+
+/** The id of the message of a scripted answer. */
+function messageId(at: ScriptPosition): string {
+  return `msg_${sha256Hex(answerSeed(at)).slice(0, 24)}`;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -343,42 +390,91 @@ function preview(text: string): string {
   return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
 }
 
-/** Checks a turn's `expect.tool_results` against the tool results of the request's last user message. */
-function checkExpectations(scenario: Scenario, turnIndex: number, turn: ScenarioTurn, request: MessagesRequest): void {
+/** A tool result of the request's last user message, with the name of the tool whose `tool_use` it answers. */
+interface SentToolResult {
+  block: RequestBlock;
+  /** From the `tool_use` with the same id in the message before; undefined when there is none. */
+  tool: string | undefined;
+}
+
+/** The tool results of the request's last user message, in order, each with the tool it answers. */
+function sentToolResults(request: MessagesRequest): SentToolResult[] {
+  const at = request.messages.map((m) => m.role).lastIndexOf('user');
+  const toolOf = new Map(blocksOf(request.messages[at - 1], 'tool_use').map((b) => [b['id'] as string, b['name'] as string]));
+  return blocksOf(request.messages[at], 'tool_result').map((block) => ({ block, tool: toolOf.get(block['tool_use_id'] as string) }));
+}
+
+/** A one-line summary of the tool results sent, for error messages. */
+function describeSent(results: SentToolResult[]): string {
+  if (results.length === 0) return 'no tool results';
+  return results
+    .map(({ block, tool }) => `${tool ?? '(unknown tool)'}${block['is_error'] === true ? ' is_error' : ''} ${preview(toolResultText(block))}`)
+    .join(', ');
+}
+
+/**
+ * Why the tool results sent do not match `wanted` (the same number of results; each entry against the
+ * result at its index), or undefined when they match. Shared by `expect` and a choice's `when`.
+ */
+function toolResultsMismatch(wanted: ScenarioExpectedToolResult[], sent: SentToolResult[]): string | undefined {
+  if (sent.length !== wanted.length) {
+    return `expected ${wanted.length} tool_result block(s) in the last user message, got ${sent.length}`;
+  }
+  for (const [i, want] of wanted.entries()) {
+    const { block, tool } = sent[i] as SentToolResult;
+    const label = `tool_results[${i}] (${tool ?? '(unknown tool)'}, tool_use_id ${String(block['tool_use_id'])})`;
+    if (want.tool !== undefined && want.tool !== tool) {
+      return `${label}: expected a result for ${JSON.stringify(want.tool)}, got one for ${tool === undefined ? 'no tool_use' : JSON.stringify(tool)}`;
+    }
+    const isError = block['is_error'] === true;
+    if (want.is_error !== undefined && want.is_error !== isError) return `${label}: expected is_error ${want.is_error}, got ${isError}`;
+    const text = toolResultText(block);
+    if (want.contains !== undefined && !text.includes(want.contains)) {
+      return `${label}: expected the result text to contain ${JSON.stringify(want.contains)}, got ${preview(text)}`;
+    }
+  }
+  return undefined;
+}
+
+/** How error messages name a scripted answer: `scenario "x", turn 2 of 5` (`, choice 1` for a branch). */
+function describePosition(scenario: Scenario, at: ScriptPosition): string {
+  return `scenario "${scenario.name}", turn ${at.turn + 1} of ${scenario.turns.length}${at.choice === undefined ? '' : `, choice ${at.choice}`}`;
+}
+
+/**
+ * The answer to play for a turn entry: the turn itself, or the first choice whose `when` matches the tool
+ * results sent (a choice without `when` always matches). When none does, a 400 lists each choice and why.
+ */
+function chooseTurn(scenario: Scenario, turnIndex: number, entry: ScenarioTurnEntry, sent: SentToolResult[]): { turn: ScenarioTurn; at: ScriptPosition } {
+  if (!isBranchingTurn(entry)) return { turn: entry, at: { scenario: scenario.name, turn: turnIndex } };
+  const reasons: string[] = [];
+  for (const [choice, candidate] of entry.choices.entries()) {
+    const why = candidate.when === undefined ? undefined : toolResultsMismatch(candidate.when.tool_results, sent);
+    if (why === undefined) return { turn: candidate, at: { scenario: scenario.name, turn: turnIndex, choice } };
+    reasons.push(`choice ${choice}: ${why}`);
+  }
+  throw invalid(
+    `scripted turn has no matching choice: ${describePosition(scenario, { scenario: scenario.name, turn: turnIndex })}: ` +
+      `the request sent ${describeSent(sent)}; ${reasons.join('; ')}`,
+  );
+}
+
+/** Checks a turn's `expect.tool_results` against the tool results sent; a mismatch is a 400. */
+function checkExpectations(scenario: Scenario, at: ScriptPosition, turn: ScenarioTurn, sent: SentToolResult[]): void {
   const expected = turn.expect?.tool_results;
   if (expected === undefined) return;
-  const where = `scenario "${scenario.name}", turn ${turnIndex + 1} of ${scenario.turns.length}`;
-  const lastUser = [...request.messages].reverse().find((m) => m.role === 'user');
-  const actual = blocksOf(lastUser, 'tool_result');
-  if (actual.length !== expected.length) {
-    throw invalid(
-      `scripted expectation failed: ${where}: expected ${expected.length} tool_result block(s) in the last user message, got ${actual.length}`,
-    );
-  }
-  expected.forEach((want, i) => {
-    const got = actual[i] as RequestBlock;
-    const label = `${where}: tool_results[${i}] (tool_use_id ${String(got['tool_use_id'])})`;
-    const isError = got['is_error'] === true;
-    if (want.is_error !== undefined && want.is_error !== isError) {
-      throw invalid(`scripted expectation failed: ${label}: expected is_error ${want.is_error}, got ${isError}`);
-    }
-    const text = toolResultText(got);
-    if (want.contains !== undefined && !text.includes(want.contains)) {
-      throw invalid(
-        `scripted expectation failed: ${label}: expected the result text to contain ${JSON.stringify(want.contains)}, got ${preview(text)}`,
-      );
-    }
-  });
+  const why = toolResultsMismatch(expected, sent);
+  if (why !== undefined) throw invalid(`scripted expectation failed: ${describePosition(scenario, at)}: ${why}`);
 }
 
 /** The content blocks of a turn as the API returns them: `tool_use` blocks get their derived ids. */
 type ResponseBlock = { type: 'text'; text: string } | { type: 'tool_use'; id: string; name: string; input: Json };
 
-function responseContent(scenario: string, turnIndex: number, content: ScenarioContentBlock[]): ResponseBlock[] {
+function responseContent(at: ScriptPosition, content: ScenarioContentBlock[]): ResponseBlock[] {
   return content.map((block, position) =>
     block.type === 'text'
       ? { type: 'text', text: block.text }
-      : { type: 'tool_use', id: toolUseId(scenario, turnIndex, position), name: block.name, input: block.input },
+      : { type: 'tool_use', id: toolUseId(at, position), name: block.name, input: block.input },
   );
 }
 
@@ -393,8 +489,8 @@ interface MessageBody {
   usage: { input_tokens: number; output_tokens: number; cache_creation_input_tokens?: number; cache_read_input_tokens?: number };
 }
 
-function buildMessage(scenario: Scenario, turnIndex: number, turn: ScenarioTurn, request: MessagesRequest): MessageBody {
-  const content = responseContent(scenario.name, turnIndex, turn.content);
+function buildMessage(at: ScriptPosition, turn: ScenarioTurn, request: MessagesRequest): MessageBody {
+  const content = responseContent(at, turn.content);
   const usage: MessageBody['usage'] = turn.usage ?? {
     input_tokens: Math.ceil(
       JSON.stringify({ messages: request.messages, system: request.system, tools: request.tools }).length / 4,
@@ -402,7 +498,7 @@ function buildMessage(scenario: Scenario, turnIndex: number, turn: ScenarioTurn,
     output_tokens: Math.ceil(JSON.stringify(content).length / 4),
   };
   return {
-    id: messageId(scenario.name, turnIndex),
+    id: messageId(at),
     type: 'message',
     role: 'assistant',
     model: request.model,
@@ -432,7 +528,8 @@ function streamEvents(message: MessageBody): Array<{ event: string; data: Json }
           ...message,
           content: [],
           stop_reason: null,
-          usage: { input_tokens: message.usage.input_tokens, output_tokens: 1 },
+          // The whole usage but output (as the real API): the streamed message then ends with the same usage.
+          usage: { ...message.usage, output_tokens: 1 },
         },
       },
     },
@@ -529,7 +626,7 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
     return parsed.data;
   });
   const loader = new ScenarioLoader(opts.scenarioDirs ?? defaultScenarioDirs(), extras);
-  /** Attempts per (scenario, turn, session) for turns with faults; lives as long as the server. */
+  /** Attempts per (scenario, turn, choice, session) for turns with faults; lives as long as the server. */
   const attempts = new Map<string, number>();
   /** Cancels the pending delayed responses, so close() does not wait on them. */
   const pending = new Set<() => void>();
@@ -583,14 +680,17 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
     throw new ApiError(404, 'not_found_error', `model: ${model} not found (${hint}known scenarios: ${known})${broken}`);
   };
 
-  /** Applies a turn's faults: throws the scripted error for the first attempts, then lets it through. */
-  const applyFaults = (scenario: Scenario, turnIndex: number, turn: ScenarioTurn, request: MessagesRequest): void => {
+  /**
+   * Applies a turn's faults: throws the scripted error for the first attempts, then lets it through. A
+   * fault with `after_chunks` on a streamed request is returned instead, for the stream to fail mid-way.
+   */
+  const applyFaults = (scenario: Scenario, at: ScriptPosition, turn: ScenarioTurn, request: MessagesRequest): MidStreamFault | undefined => {
     const faults = turn.faults ?? [];
-    if (faults.length === 0) return;
+    if (faults.length === 0) return undefined;
     // Keel sends the workflow ID as metadata.user_id; without it, the first user message tells
     // conversations apart.
     const session = request.userId ?? sha256Hex(JSON.stringify(request.messages[0]));
-    const key = JSON.stringify([scenario.name, turnIndex, session]);
+    const key = JSON.stringify([scenario.name, at.turn, at.choice ?? null, session]);
     const attempt = (attempts.get(key) ?? 0) + 1;
     attempts.set(key, attempt);
     const total = faults.reduce((sum, f) => sum + f.times, 0);
@@ -603,15 +703,19 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
         headers['retry-after'] = String(Math.ceil(fault.retry_after_ms / 1000));
         headers['retry-after-ms'] = String(fault.retry_after_ms);
       }
-      logger?.info({ scenario: scenario.name, turn: turnIndex + 1, attempt, status: fault.status, session }, 'scripted fault');
-      throw new ApiError(
+      const afterChunks = request.stream ? fault.after_chunks : undefined;
+      logger?.info({ scenario: scenario.name, turn: at.turn + 1, choice: at.choice, attempt, status: fault.status, session, afterChunks }, 'scripted fault');
+      const error = new ApiError(
         fault.status,
         errorTypeFor(fault.status),
-        `scripted fault ${fault.status} (scenario "${scenario.name}", turn ${turnIndex + 1}, attempt ${attempt}; ` +
-          `the first ${total} attempt(s) of this turn fail)`,
+        `scripted fault ${fault.status} (${describePosition(scenario, at)}, attempt ${attempt}; ` +
+          `the first ${total} attempt(s) of this turn fail${afterChunks === undefined ? '' : `, mid-stream after ${afterChunks} chunk(s)`})`,
         headers,
       );
+      if (afterChunks !== undefined) return { error, afterChunks };
+      throw error;
     }
+    return undefined;
   };
 
   const handleMessages = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
@@ -632,27 +736,56 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
     const request = validateRequest(body);
     const scenario = selectScenario(request.model);
     const turnIndex = request.messages.filter((m) => m.role === 'assistant').length;
-    const turn = scenario.turns[turnIndex];
-    if (turn === undefined) {
+    const entry = scenario.turns[turnIndex];
+    if (entry === undefined) {
       throw invalid(
         `scenario "${scenario.name}" has ${scenario.turns.length} turns and the request asked for turn ${turnIndex + 1} ` +
           `(it contains ${turnIndex} assistant messages): the agent loop did not stop when the script ended`,
       );
     }
-    checkExpectations(scenario, turnIndex, turn, request);
-    applyFaults(scenario, turnIndex, turn, request);
-    const message = buildMessage(scenario, turnIndex, turn, request);
+    const sent = sentToolResults(request);
+    const { turn, at } = chooseTurn(scenario, turnIndex, entry, sent);
+    checkExpectations(scenario, at, turn, sent);
+    const midStreamFault = applyFaults(scenario, at, turn, request);
+    const message = buildMessage(at, turn, request);
     if (turn.latency_ms !== undefined && turn.latency_ms > 0) {
       if (!(await delay(turn.latency_ms, res))) return; // client gone or server closing: drop it
     }
     if (res.headersSent || res.destroyed) return;
-    logger?.debug({ scenario: scenario.name, turn: turnIndex + 1, stream: request.stream, requestId }, 'scripted turn answered');
+    logger?.debug({ scenario: scenario.name, turn: turnIndex + 1, choice: at.choice, stream: request.stream, requestId }, 'scripted turn answered');
     if (!request.stream) {
       send(res, requestId, 200, message);
       return;
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': requestId });
-    for (const { event, data } of streamEvents(message)) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const write = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const chunkMs = turn.stream_chunk_ms ?? 0;
+    let deltas = 0;
+    for (const { event, data } of streamEvents(message)) {
+      const isDelta = event === 'content_block_delta';
+      // A mid-stream fault takes the place of the next event once its chunks are out (or of the message's end).
+      const failNow = midStreamFault !== undefined && (deltas >= midStreamFault.afterChunks || event === 'message_delta');
+      if ((isDelta || failNow) && chunkMs > 0 && !(await delay(chunkMs, res))) return; // client gone or server closing
+      if (failNow && midStreamFault) {
+        const { error } = midStreamFault;
+        write('error', { type: 'error', error: { type: error.type, message: error.message } });
+        res.end();
+        return;
+      }
+      write(event, data);
+      if (isDelta) {
+        deltas += 1;
+        const delta = (data as { delta: { type: string; text?: string; partial_json?: string } }).delta;
+        opts.onStreamChunk?.({
+          session: request.userId ?? '',
+          scenario: scenario.name,
+          turn: turnIndex + 1,
+          kind: delta.type === 'text_delta' ? 'text' : 'tool_input',
+          text: delta.text ?? delta.partial_json ?? '',
+          at: Date.now(),
+        });
+      }
+    }
     res.end();
   };
 
