@@ -1,7 +1,8 @@
 /**
  * Keel's library surface (`keel`): define tools and agents, run workers and the embedded stack, start
- * and follow sessions and conversations, replay histories. Sandbox-safe pieces for tools modules are in
- * `keel/workflow`; the scripted model and test helpers in `keel/testing`. Everything else is internal.
+ * and follow sessions and conversations, watch a running session's stream, replay histories. Sandbox-safe
+ * pieces for tools modules are in `keel/workflow`; the scripted model and test helpers in `keel/testing`.
+ * Everything else is internal.
  */
 export * from './workflow.js';
 export {
@@ -31,6 +32,25 @@ export {
   type BreakerTransition,
   type DisabledTool,
 } from './store/index.js';
+export {
+  openStreamBus,
+  createMemoryStreamBus,
+  openSqliteStreamBus,
+  subscribeSession,
+  sessionStreamFilter,
+  type OpenStreamBusOptions,
+  type MemoryStreamBusOptions,
+  type SqliteStreamBusOptions,
+  type StreamBus,
+  type StreamBusLogger,
+  type StreamEvent,
+  type SessionStreamEvent,
+  type TextDeltaEvent,
+  type AttemptFailedEvent,
+  type ToolStartedEvent,
+  type ToolProgressEvent,
+  type ToolFinishedEvent,
+} from './stream/index.js';
 export { replayHistory, replayRunning, replaySession, readHistoryFile, writeHistoryFile, type ReplayReport, type ReplayBundle } from './replay.js';
-export { describeEvent, describeResult, followInTerminal, followTurn, terminalOutput, type TerminalOut, type AutoApprover } from './terminal.js';
+export { describeEvent, describeResult, followInTerminal, followTurn, terminalOutput, type TerminalOut, type AutoApprover, type AutoDecision } from './terminal.js';
 export type { ToolChainInputArgs, ToolChainResult } from './workflows/toolChain.js';

@@ -15,6 +15,7 @@ import { ENCRYPTED_FAILURES_MARKER, keelDataConverter } from './codec/index.js';
 import { loadConfig, modelEndpoint, temporalConnectionOptions, type KeelConfig } from './config.js';
 import { createLogger, installRuntimeLogger } from './logging.js';
 import { openStore, type KeelStore } from './store/index.js';
+import { openStreamBus, type StreamBus } from './stream/index.js';
 import { createMetricsInterceptor, startFleetGauges } from './telemetry/metrics.js';
 import { tracingFromEnv, workerTracing, type KeelTracing } from './telemetry/tracing.js';
 
@@ -31,6 +32,11 @@ export interface KeelWorkerOptions {
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** The conversation store (opened from the configuration by default, and then closed with the worker). */
   store?: KeelStore;
+  /**
+   * Where the model's text and tool progress are published while sessions run (`openStreamBus(config)` by
+   * default, the bus of the configured store, and then closed with the worker).
+   */
+  stream?: StreamBus;
   /** Logger to install as Temporal's runtime logger (created from config by default). */
   logger?: PinoLogger;
   /** Environment handed to tools (`process.env` by default). */
@@ -47,7 +53,9 @@ export interface KeelWorker {
   connection: NativeConnection;
   app: KeelApp;
   store: KeelStore;
-  /** Shuts the worker down and closes the connection (and the store, when the worker opened it). */
+  /** The stream bus the worker publishes on. */
+  stream: StreamBus;
+  /** Shuts the worker down and closes the connection (and the store and stream bus, when the worker opened them). */
   close(): Promise<void>;
 }
 
@@ -82,12 +90,26 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
   const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-worker'));
   const traced = workerTracing(tracing, app.tools);
   const store = opts.store ?? (await openStore(config));
-  const closeStore = () => (opts.store ? Promise.resolve() : store.close());
+  let stream: StreamBus;
+  try {
+    stream = opts.stream ?? (await openStreamBus(config, { logger }));
+  } catch (err) {
+    if (!opts.store) await store.close();
+    throw err;
+  }
+  /** Closes what the worker opened itself: the stream bus and the store. */
+  const closeOwned = async () => {
+    try {
+      if (!opts.stream) await stream.close();
+    } finally {
+      if (!opts.store) await store.close();
+    }
+  };
   let connection: NativeConnection;
   try {
     connection = await NativeConnection.connect(temporalConnectionOptions(config));
   } catch (err) {
-    await closeStore();
+    await closeOwned();
     throw err;
   }
   try {
@@ -98,8 +120,8 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
       workflowBundle,
       ...(dataConverter ? { dataConverter } : {}),
       activities: {
-        ...createModelActivities({ store, apiKey: model.apiKey, ...(model.baseURL ? { baseURL: model.baseURL } : {}) }),
-        ...createToolActivities(app.tools.values(), { store, env: toolEnv }),
+        ...createModelActivities({ store, stream, apiKey: model.apiKey, ...(model.baseURL ? { baseURL: model.baseURL } : {}) }),
+        ...createToolActivities(app.tools.values(), { store, stream, env: toolEnv }),
         ...createAvailabilityActivities(store),
         ...createAuditActivities(store),
       },
@@ -123,7 +145,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
         })
       : undefined;
     logger.info(
-      { taskQueue: config.KEEL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE, model: model.kind, tools: app.tools.size, agents: [...app.agents.keys()], store: store.kind, ...(config.KEEL_METRICS_ADDRESS ? { metrics: config.KEEL_METRICS_ADDRESS } : {}) },
+      { taskQueue: config.KEEL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE, model: model.kind, tools: app.tools.size, agents: [...app.agents.keys()], store: store.kind, stream: stream.kind, ...(config.KEEL_METRICS_ADDRESS ? { metrics: config.KEEL_METRICS_ADDRESS } : {}) },
       'worker ready',
     );
     return {
@@ -131,6 +153,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
       connection,
       app,
       store,
+      stream,
       async close() {
         try {
           await gauges?.stop();
@@ -144,13 +167,13 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
           await connection.close();
           await tracing?.shutdown();
         } finally {
-          await closeStore();
+          await closeOwned();
         }
       },
     };
   } catch (err) {
     await connection.close();
-    await closeStore();
+    await closeOwned();
     throw err;
   }
 }

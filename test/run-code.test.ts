@@ -22,6 +22,7 @@ const ctx = (signal = new AbortController().signal): ToolContext => ({
   traceHeaders: {},
   // run_code reaches nothing outside its sandbox: a fetch would be a bug.
   fetch: () => Promise.reject(new Error('run_code must not fetch')),
+  progress: () => undefined,
 });
 
 /** Calls the tool the way the worker does: the input through its schema, then `run`. */

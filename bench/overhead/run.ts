@@ -166,6 +166,7 @@ async function runInProcess(
         env,
         traceHeaders: {},
         fetch: guardedFetch(tool, { env, signal, traceHeaders: {} }),
+        progress: () => undefined,
       };
       const out = await tool.run(input, ctx);
       results.push({ type: 'tool_result', tool_use_id: block.id, content: JSON.stringify(out ?? null) });

@@ -6,10 +6,18 @@
  * policy does the right thing (429/529/5xx/408/409 and connection errors are retryable, honouring the
  * API's `retry-after`; 400/401/403/404/413/422 are not). It heartbeats while it waits, so a worker that
  * dies mid-call is noticed within the heartbeat timeout and the turn is retried on another worker.
+ *
+ * The reply is streamed (`messages.stream`): each text delta is published on the worker's stream bus as it
+ * arrives, tagged with the turn (the reply's conversation position, the same on every attempt) and the
+ * activity attempt; a failed attempt publishes `attempt_failed`, so watchers withdraw its text before the
+ * retry's (src/stream). What the activity returns is the final message, as before: the stream is a view.
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ConversationMissingError, type ConversationStore } from '../store/index.js';
+import type { StreamBus } from '../stream/types.js';
+import { redactText } from '../workflows/redact.js';
+import { streamPublisher } from './stream.js';
 import { FailureTypes, type CallModelInput, type CallModelOutput, type ContentBlock } from '../workflows/types.js';
 
 /** Where the model lives, and where conversations are kept. */
@@ -20,6 +28,8 @@ export interface ModelActivityOptions {
   baseURL?: string;
   /** Per-request HTTP timeout in ms (120,000). */
   timeoutMs?: number;
+  /** Where the model's text is published as it streams (nothing is published without one). */
+  stream?: StreamBus;
 }
 
 /** Creates the model activities for a worker. */
@@ -37,6 +47,8 @@ export function createModelActivities(opts: ModelActivityOptions) {
       const ctx = Context.current();
       const beat = setInterval(() => ctx.heartbeat(), 1_000);
       const { id, stored, append } = input.conversation;
+      const tag = { sessionId: input.sessionId, turn: stored + append.length, attempt: ctx.info.attempt };
+      const publish = streamPublisher(opts.stream);
       try {
         await opts.store.write(id, stored, append);
         const messages = await opts.store.read(id, stored + append.length).catch((err: unknown) => {
@@ -44,7 +56,7 @@ export function createModelActivities(opts: ModelActivityOptions) {
           // Another worker may hold the right store, or it may come back: retryable, within the model's policy.
           throw ApplicationFailure.create({ type: FailureTypes.ConversationMissing, message: err.message, nonRetryable: false });
         });
-        const reply = await client.messages.create(
+        const stream = client.messages.stream(
           {
             model: input.model,
             max_tokens: input.maxTokens,
@@ -55,7 +67,16 @@ export function createModelActivities(opts: ModelActivityOptions) {
           },
           { signal: ctx.cancellationSignal },
         );
-        const content = reply.content as unknown as ContentBlock[];
+        if (opts.stream) {
+          stream.on('streamEvent', (event) => {
+            if (event.type === 'content_block_delta' && event.delta.type === 'text_delta') {
+              publish({ type: 'text_delta', ...tag, at: Date.now(), index: event.index, text: event.delta.text });
+            }
+          });
+        }
+        const reply = await stream.finalMessage();
+        // Plain data, as `messages.create` returned it: the stream's message carries non-enumerable helpers.
+        const content = JSON.parse(JSON.stringify(reply.content)) as ContentBlock[];
         await opts.store.write(id, stored + append.length, [{ role: 'assistant', content }]);
         return {
           id: reply.id,
@@ -70,7 +91,10 @@ export function createModelActivities(opts: ModelActivityOptions) {
           },
         };
       } catch (err) {
-        throw classifyModelError(err);
+        const failure = classifyModelError(err);
+        const message = failure instanceof Error ? failure.message : String(failure);
+        publish({ type: 'attempt_failed', ...tag, at: Date.now(), error: redactText(message.split('\n')[0] ?? '').slice(0, 500) });
+        throw failure;
       } finally {
         clearInterval(beat);
       }
@@ -79,15 +103,23 @@ export function createModelActivities(opts: ModelActivityOptions) {
 }
 
 const NON_RETRYABLE = new Set([400, 401, 403, 404, 413, 422]);
+/** The error types of those statuses, for an `error` event in a stream that had already answered 200. */
+const NON_RETRYABLE_TYPES = new Set(['invalid_request_error', 'authentication_error', 'permission_error', 'not_found_error', 'request_too_large']);
 
-/** Turns an SDK error into an ApplicationFailure whose type and retryability say what to do. */
+/**
+ * Turns an SDK error into an ApplicationFailure whose type and retryability say what to do. An error that
+ * arrives as an `error` event after the stream began (status 200 already sent) has no status: its `type`
+ * decides (`overloaded_error`, `api_error`: retryable).
+ */
 export function classifyModelError(err: unknown): unknown {
   if (err instanceof Anthropic.APIUserAbortError) return err;
   if (err instanceof Anthropic.APIError) {
     const status = err.status;
-    const message = `model API ${status ?? 'connection'} error: ${err.apiMessage ?? err.message}`;
-    if (status !== undefined && NON_RETRYABLE.has(status)) {
-      return ApplicationFailure.create({ type: FailureTypes.ModelRequestRejected, message, nonRetryable: true, details: [{ status }] });
+    const midStream = status === undefined && err.type !== null;
+    const what = status !== undefined ? `${status} error` : midStream ? `error mid-stream (${err.type})` : 'connection error';
+    const message = `model API ${what}: ${err.apiMessage ?? err.message}`;
+    if (status !== undefined ? NON_RETRYABLE.has(status) : midStream && NON_RETRYABLE_TYPES.has(err.type ?? '')) {
+      return ApplicationFailure.create({ type: FailureTypes.ModelRequestRejected, message, nonRetryable: true, details: [{ status: status ?? null }] });
     }
     return ApplicationFailure.create({
       type: FailureTypes.ModelUnavailable,

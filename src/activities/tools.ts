@@ -5,12 +5,17 @@
  * a non-retryable `ToolError` failure the model will read, caps the result at the tool's `maxResultBytes`,
  * keeps a large result in the conversation store (history then holds a preview and its hash), and writes exactly
  * one structured log line per attempt: tool, session, success, duration_ms, result_bytes, arg_keys.
- * Status checks (`<tool>.status`) and undos (`<tool>.compensate`) run the same way.
+ * Status checks (`<tool>.status`) and undos (`<tool>.compensate`) run the same way. The call itself (not
+ * its status check or undo) is visible to the session's watchers: `tool_started` and `tool_finished` on the
+ * worker's stream bus, and what the tool reports with `ctx.progress` (names and outcomes only: a tool's
+ * input and output never go on the bus).
  */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type { KeelStore } from '../store/index.js';
+import type { StreamBus } from '../stream/types.js';
 import { guardedFetch } from './fetch.js';
 import { guarded } from './resilience.js';
+import { streamPublisher } from './stream.js';
 import { traceHeaders } from '../telemetry/tracing.js';
 import { redactText } from '../workflows/redact.js';
 import { ToolError, type Tool, type ToolContext, type ToolLogger } from '../tools/index.js';
@@ -24,30 +29,35 @@ const PREVIEW_BYTES = 1024;
 /** What a tool activity does: the call itself, its status check, or its undo. */
 type Phase = 'run' | 'status' | 'compensate';
 type Env = Readonly<Record<string, string | undefined>>;
+/** What every tool activity of a worker shares: the environment tools see, and the stream bus. */
+type Shared = { env: Env; stream: StreamBus | undefined };
+/** Longest `ctx.progress` message published, in characters; longer ones are cut with an ellipsis. */
+const PROGRESS_CHARS = 500;
 
 /**
  * Creates the activity functions for a set of tools: `<name>` for each tool, `<name>.status` for each
- * status check and `<name>.compensate` for each undo.
+ * status check and `<name>.compensate` for each undo. With `stream`, tool calls and their progress are
+ * published on it.
  */
 export function createToolActivities(
   tools: Iterable<Tool>,
-  opts: { store: KeelStore; env?: Env },
+  opts: { store: KeelStore; env?: Env; stream?: StreamBus },
 ): Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> {
-  const env = opts.env ?? process.env;
+  const shared: Shared = { env: opts.env ?? process.env, stream: opts.stream };
   const activities: Record<string, (req: ToolActivityInput) => Promise<ToolActivityOutput | StatusCheckOutput>> = {};
   for (const tool of tools) {
     const toOutput = (result: unknown, req: ToolActivityInput) => outputOf(result, tool.policy.maxResultBytes, opts.store, req.wantValue, tool.redactOutput);
     // The call itself goes through the fleet-wide guard (disabled switch, breaker, rate limit); its
     // status check and undo do not: they must reach the downstream whatever the breaker says.
     activities[tool.name] = (req) =>
-      invoke(tool, req, env, 'run', async (input, ctx) => toOutput(await guarded(opts.store, tool, () => tool.run(input, ctx)), req), outputBytes);
+      invoke(tool, req, shared, 'run', async (input, ctx) => toOutput(await guarded(opts.store, tool, () => tool.run(input, ctx)), req), outputBytes);
     const { statusCheck, compensate } = tool;
     if (statusCheck) {
       activities[`${tool.name}.status`] = (req) =>
         invoke(
           tool,
           req,
-          env,
+          shared,
           'status',
           async (input, ctx): Promise<StatusCheckOutput> => {
             const r = await statusCheck(input, ctx);
@@ -58,7 +68,7 @@ export function createToolActivities(
     }
     if (compensate) {
       activities[`${tool.name}.compensate`] = (req) =>
-        invoke(tool, req, env, 'compensate', async (input, ctx) => toOutput(await compensate(input, ctx), { ...req, wantValue: false }), outputBytes);
+        invoke(tool, req, shared, 'compensate', async (input, ctx) => toOutput(await compensate(input, ctx), { ...req, wantValue: false }), outputBytes);
     }
   }
   return activities;
@@ -94,7 +104,7 @@ function cutBytes(text: string, max: number): string {
 async function invoke<T>(
   tool: Tool,
   req: ToolActivityInput,
-  env: Env,
+  shared: Shared,
   phase: Phase,
   fn: (input: Parameters<Tool['run']>[0], ctx: ToolContext) => Promise<T>,
   bytes: (output: T) => number,
@@ -106,6 +116,10 @@ async function invoke<T>(
   let resultBytes = 0;
   let errorType: string | undefined;
   const beat = setInterval(() => ctx.heartbeat(), 1_000);
+  // Watchers see the call itself; a status check or undo is bookkeeping they are not shown.
+  const publish = phase === 'run' ? streamPublisher(shared.stream) : () => undefined;
+  const tag = { sessionId: req.session.workflowId, tool: tool.name, toolUseId: req.toolUseId, attempt: ctx.info.attempt };
+  publish({ type: 'tool_started', ...tag, at: Date.now() });
   try {
     const parsed = tool.input.safeParse(req.input);
     if (!parsed.success) {
@@ -122,7 +136,7 @@ async function invoke<T>(
       error: (m, meta) => log.error(m, { tool: tool.name, ...meta }),
     };
     try {
-      const base = { signal: ctx.cancellationSignal, env, traceHeaders: traceHeaders() };
+      const base = { signal: ctx.cancellationSignal, env: shared.env, traceHeaders: traceHeaders() };
       const result = await fn(parsed.data, {
         ...base,
         idempotencyKey: req.idempotencyKey,
@@ -130,6 +144,16 @@ async function invoke<T>(
         session: req.session,
         toolUseId: req.toolUseId,
         fetch: guardedFetch(tool, base),
+        progress(message) {
+          ctx.heartbeat();
+          let text = redactText(String(message)).replace(/\s+/g, ' ').trim();
+          // A value of a field the tool declared sensitive is masked even when the redactor would not know it.
+          for (const field of tool.sensitive ?? []) {
+            const value = (parsed.data as Record<string, unknown>)[field];
+            if (typeof value === 'string' && value.length >= 4) text = text.replaceAll(value, '[redacted]');
+          }
+          publish({ type: 'tool_progress', ...tag, at: Date.now(), message: text.length > PROGRESS_CHARS ? `${text.slice(0, PROGRESS_CHARS)}…` : text });
+        },
       });
       resultBytes = bytes(result);
       success = true;
@@ -144,6 +168,7 @@ async function invoke<T>(
     }
   } finally {
     clearInterval(beat);
+    publish({ type: 'tool_finished', ...tag, at: Date.now(), outcome: success ? 'ok' : 'error', durationMs: Math.round(performance.now() - started) });
     log.info(phase === 'run' ? 'tool call' : `tool ${phase}`, {
       tool: tool.name,
       risk: tool.policy.risk,

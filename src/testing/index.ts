@@ -21,6 +21,7 @@ import { KeelClient } from '../client.js';
 import { loadConfig, type KeelConfig } from '../config.js';
 import { resolveTemporalCli, startDevServer, type DevServer } from '../devserver/index.js';
 import { createLogger } from '../logging.js';
+import { createMemoryStreamBus, type StreamBus } from '../stream/index.js';
 import { createKeelWorker, type KeelWorker } from '../worker.js';
 import type { ApprovalRequest } from '../workflows/types.js';
 import { startScriptedModel, type ScriptedModelServer } from './scripted/index.js';
@@ -53,6 +54,11 @@ export interface TestEnv {
   config: KeelConfig;
   client: KeelClient;
   model: ScriptedModelServer;
+  /**
+   * The stream bus this env's in-process workers publish on (in memory): subscribe to a session with
+   * `subscribeSession(env.stream, sessionId, listener)` to see its model text and tool progress as it runs.
+   */
+  stream: StreamBus;
   /** The workers' pino log file. */
   logFile: string;
   /** A worker on this env's task queue (not yet running). */
@@ -91,13 +97,15 @@ export async function createTestEnv(opts: TestEnvOptions): Promise<TestEnv> {
     const logFile = opts.logFile ?? path.join(scratch, 'worker.log');
     const logger: PinoLogger = createLogger({ level: 'info', file: logFile, sync: true });
     const workflowBundle = opts.workflowBundle ?? (await bundleApp(opts.tools, { logger: silent, encryptFailures: config.codecKeys !== undefined }));
-    const worker = () => createKeelWorker({ tools: opts.tools, config, toolEnv: env, logger, workflowBundle });
+    const stream = createMemoryStreamBus({ logger });
+    const worker = () => createKeelWorker({ tools: opts.tools, config, toolEnv: env, logger, workflowBundle, stream });
     const started = { server, model };
     return {
       env,
       config,
       client,
       model,
+      stream,
       logFile,
       worker,
       async withWorker(fn) {
@@ -110,6 +118,7 @@ export async function createTestEnv(opts: TestEnvOptions): Promise<TestEnv> {
       },
       async close() {
         await client.close();
+        await stream.close();
         await started.model.close();
         await started.server?.stop();
         await rm(scratch, { recursive: true, force: true });

@@ -67,6 +67,15 @@ export interface ToolContext {
    * is allowed. Global `fetch` bypasses all of this: tools should use this one.
    */
   fetch: typeof globalThis.fetch;
+  /**
+   * Tells the session's watchers how the call is going (`'fetched 3 of 10 pages'`) and heartbeats, so a
+   * long call shows life. The message is published on the worker's stream bus as a `tool_progress` event:
+   * one line, at most 500 characters, passed through Keel's redactor with the values of `sensitive`
+   * fields masked. Keep it to progress; the input and the result are not for watchers. Published for the
+   * call itself, not for a status check or an undo (there it only heartbeats); without a bus, it only
+   * heartbeats.
+   */
+  progress(message: string): void;
 }
 
 /**
