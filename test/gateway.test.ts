@@ -300,6 +300,25 @@ describe('keel serve: bad requests get the right status and say what was wrong',
     expect((await call('POST', `/v1/sessions/${sessionId}/cancel`, TOKENS.ada)).status).toBe(409);
   }, 60_000);
 
+  it('a conversation: follow-up messages over HTTP, then the end', async () => {
+    const started = await call('POST', '/v1/sessions', TOKENS.ada, { prompt: 'What does order ord_1001 total?', model: 'scripted/follow-up', idleTimeout: '1m' });
+    const sessionId: string = started.json.sessionId;
+    await until(async () => ((await call('GET', `/v1/sessions/${sessionId}`, TOKENS.ada)).json.awaitingMessage === true ? true : undefined), 'the first answer');
+    const next = await call('POST', `/v1/sessions/${sessionId}/messages`, TOKENS.ada, { text: 'What was in it?' });
+    expect(next.status).toBe(200);
+    expect(next.json).toMatchObject({ turn: 2, answer: 'It was one mechanical keyboard.' });
+    expect((await call('POST', `/v1/sessions/${sessionId}/messages`, TOKENS.ada, { text: '' })).status).toBe(400);
+    expect((await call('POST', `/v1/sessions/${sessionId}/end`, TOKENS.ada)).status).toBe(202);
+    const ended = await until(async () => {
+      const r = await call('GET', `/v1/sessions/${sessionId}/result?wait=5`, TOKENS.ada);
+      return r.status === 200 ? r : undefined;
+    }, 'the conversation to end');
+    expect(ended.json).toMatchObject({ state: 'completed', result: { turns: 2 } });
+    const late = await call('POST', `/v1/sessions/${sessionId}/messages`, TOKENS.ada, { text: 'One more thing' });
+    expect(late.status).toBe(409);
+    expect(late.json.error.message).toMatch(/ended/);
+  }, 60_000);
+
   it('serves its OpenAPI document, generated from the schemas it validates with', async () => {
     const doc = await call('GET', '/openapi.json', undefined);
     expect(doc.status).toBe(200);

@@ -84,6 +84,9 @@ export function openApiDocument(): Record<string, unknown> {
       '/v1/sessions/{sessionId}/cancel': {
         post: { summary: 'Cancel: completed writes are undone', parameters: [sessionId], responses: { '202': { description: 'cancelling' }, ...errors(401, 404, 409) } },
       },
+      '/v1/sessions/{sessionId}/end': {
+        post: { summary: 'End a conversation: it completes after the turn in progress', parameters: [sessionId], responses: { '202': { description: 'ending' }, ...errors(401, 404, 409) } },
+      },
       '/v1/sessions/{sessionId}/approvals/{requestId}': {
         post: {
           summary: 'Approve or reject a pending request, as the caller',

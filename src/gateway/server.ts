@@ -132,6 +132,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     sendJson(res, 202, { sessionId: id, cancelling: true });
   };
 
+  const end: Handler = async (_req, res, who, [id]) => {
+    await ownSession(who, id!);
+    const { status: state } = await client.session(id!).describe();
+    if (state.name !== 'RUNNING') throw new HttpError(409, 'conflict', `session ${id} has already ${state.name.toLowerCase()}`);
+    await client.endConversation(id!);
+    sendJson(res, 202, { sessionId: id, ending: true });
+  };
+
   const approvals: Handler = async (_req, res, who) => {
     if (!who.roles.some((r) => approverRoles.includes(r))) {
       throw new HttpError(403, 'forbidden', `listing approvals needs one of the roles ${approverRoles.join(', ')}; ${who.user} has ${who.roles.join(', ') || 'none'}`);
@@ -219,6 +227,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     ['GET', /^\/v1\/sessions\/([^/]+)\/stream$/, stream],
     ['POST', /^\/v1\/sessions\/([^/]+)\/messages$/, message],
     ['POST', /^\/v1\/sessions\/([^/]+)\/cancel$/, cancel],
+    ['POST', /^\/v1\/sessions\/([^/]+)\/end$/, end],
     ['POST', /^\/v1\/sessions\/([^/]+)\/approvals\/([^/]+)$/, decide],
     ['GET', /^\/v1\/approvals$/, approvals],
   ];
