@@ -70,7 +70,11 @@ describe('secrets planted in a session', () => {
     try {
       const handleWithoutCodec = new Client({ connection }).workflow.getHandle(sessionId);
       expect(found(historyToJSON(await handleWithoutCodec.fetchHistory()))).toEqual([]);
-      expect(found(JSON.stringify((await handleWithoutCodec.describe()).raw.workflowExecutionInfo?.searchAttributes ?? {}))).toEqual([]);
+      // Read raw: the memo (who started the session) is encrypted too, so a client without the codec cannot decode it.
+      const described = await connection.workflowService.describeWorkflowExecution({ namespace: env.config.TEMPORAL_NAMESPACE, execution: { workflowId: sessionId } });
+      expect(found(JSON.stringify(described.workflowExecutionInfo?.searchAttributes ?? {}))).toEqual([]);
+      const memoEncoding = described.workflowExecutionInfo?.memo?.fields?.['keelUser']?.metadata?.['encoding'];
+      expect(Buffer.from(memoEncoding ?? []).toString()).toBe('binary/encrypted');
     } finally {
       await connection.close();
     }
