@@ -10,7 +10,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { bundleApp, loadApp } from './app/load.js';
 import { AppDefinitionError } from './app/registry.js';
+import { MCP_NAME_SEPARATOR } from './tools/mcp.js';
 import { KeelClient, SessionInputError, failureMessage } from './client.js';
+import type { RouteDecision } from './workflows/router.js';
 import { codecToken, payloadCodec, startCodecServer, webUiCodecEndpoint } from './codec/index.js';
 import { ConfigError, MetricsAddressSchema, dataDir, loadConfig } from './config.js';
 import { startEmbeddedStack } from './dev.js';
@@ -43,6 +45,9 @@ Usage:
       --max-iterations <n>  --detach (print the session id and return)
       --budget <kind>=<value>...  kind: iterations toolCalls inputTokens outputTokens usd wallTime onExhausted
       --chat [--idle-timeout <d>]  keep talking: each line you type is the next message
+      --route [--candidate <agent>...] [--route-model <m>] [--fallback <agent>]
+                                  let a (cheap) model choose the agent (every agent of the worker, or the
+                                  candidates), then follow that agent's session (--session-id: the route's id)
   keel chat <session>             send follow-up messages to a running conversation
   keel status <session>           a session's state, step, usage and tool calls
   keel cancel <session>           cancel a session (completed writes are undone)
@@ -132,8 +137,14 @@ async function cmdRun(args: string[]): Promise<number> {
     budget: { type: 'string', multiple: true },
     chat: { type: 'boolean' },
     detach: { type: 'boolean' },
+    route: { type: 'boolean' },
+    candidate: { type: 'string', multiple: true },
+    'route-model': { type: 'string' },
+    fallback: { type: 'string' },
   });
   const prompt = positionals.join(' ').trim();
+  if (values.route && values.agent) throw new UsageError('--route chooses the agent: name the ones it may choose with --candidate');
+  if (!values.route && (values.candidate || values['route-model'] || values.fallback)) throw new UsageError('--candidate, --route-model and --fallback go with --route');
   if (!prompt) throw new UsageError('keel run needs a prompt, e.g. keel run "Refund order ord_1001"');
   if (values.chat && values.detach) throw new UsageError('--chat and --detach do not go together');
   const out = terminalOutput(values.json ?? false);
@@ -142,6 +153,48 @@ async function cmdRun(args: string[]): Promise<number> {
   const budget = values.budget ? parseBudget(values.budget) : undefined;
   return withClient(async (client) => {
     let sessionId: string;
+    if (values.route) {
+      const user = { id: values.user ?? process.env.USER ?? 'cli-user', roles: values.role ?? [] };
+      let handle;
+      try {
+        handle = await client.route(
+          {
+            prompt,
+            user,
+            ...(values.candidate ? { agents: values.candidate } : {}),
+            ...(values['route-model'] ? { model: values['route-model'] } : {}),
+            ...(values.fallback ? { fallback: values.fallback } : {}),
+            session: {
+              ...(values.tool ? { tools: values.tool } : {}),
+              ...(values.model ? { model: values.model } : {}),
+              ...(maxIterations ? { maxIterations } : {}),
+              ...(idleTimeout ? { idleTimeout: idleTimeout as `${number}m` } : {}),
+              ...(budget ? { budget } : {}),
+            },
+          },
+          values['session-id'] ? { routeId: values['session-id'] } : {},
+        );
+      } catch (err) {
+        if (err instanceof SessionInputError) throw new UsageError(err.message);
+        throw err;
+      }
+      out.info(`route ${handle.workflowId} started`);
+      if (values.detach) {
+        out.result({ routeId: handle.workflowId, sessionId: `${handle.workflowId}-session` }, `${handle.workflowId}-session`);
+        return 0;
+      }
+      const decided = await routeDecision(client, handle.workflowId, handle.result());
+      if ('error' in decided) {
+        out.result({ routeId: handle.workflowId, error: decided.error }, `route failed: ${decided.error}`);
+        return 1;
+      }
+      sessionId = decided.sessionId;
+      out.info(`routed to ${decided.agent} (${decided.by === 'model' ? decided.reason : decided.by === 'only' ? 'the only candidate' : `fallback: ${decided.rejected}`}); session ${sessionId}`);
+      if (!values.chat) return followInTerminal(client, sessionId, out);
+      const first = await followTurn(client, sessionId, out, turnAnswered(client, sessionId, 1));
+      out.info(`\n${first.answer.answer}\n`);
+      return chat(client, sessionId, out, first.lastSeq);
+    }
     try {
       ({ sessionId } = await client.startSession({
         prompt,
@@ -168,6 +221,23 @@ async function cmdRun(args: string[]): Promise<number> {
     out.info(`\n${first.answer.answer}\n`);
     return chat(client, sessionId, out, first.lastSeq);
   });
+}
+
+/** Waits until a route has chosen its agent (its `route` query), or ended without one (its failure). */
+async function routeDecision(client: KeelClient, routeId: string, result: Promise<unknown>): Promise<RouteDecision | { error: string }> {
+  let ended: { error: string } | undefined;
+  result.then(
+    () => undefined,
+    (err: unknown) => {
+      ended = { error: failureMessage(err) };
+    },
+  );
+  for (;;) {
+    const status = await client.routeStatus(routeId).catch(() => undefined);
+    if (status?.decision) return status.decision;
+    if (ended) return ended;
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 /** `--budget usd=0.5 --budget wallTime=10m …` as a budget; the session input's schema checks the values. */
@@ -576,14 +646,23 @@ async function cmdCircuits(args: string[]): Promise<number> {
  * The tool names of the tools module (`--tools`, else KEEL_TOOLS), or undefined without one. A name that
  * is not among them is bad input, so an operator's typo never disables nothing.
  */
-async function moduleToolNames(flag: string | undefined): Promise<{ module: string; names: string[] } | undefined> {
+async function moduleToolNames(flag: string | undefined): Promise<{ module: string; names: string[]; mcpServers?: string[] } | undefined> {
   const module = flag ?? loadConfig().KEEL_TOOLS;
   if (!module) return undefined;
-  return { module, names: [...(await loadApp(module)).tools.keys()].sort() };
+  const app = await loadApp(module);
+  // An MCP server's tools are known only to a worker that listed them: any `<server>__<tool>` of a declared server passes.
+  const servers = [...app.mcpServers.keys()];
+  return { module, names: [...app.tools.keys()].sort(), ...(servers.length ? { mcpServers: servers } : {}) };
 }
 
-function unknownTool(tool: string, known: { module: string; names: string[] }): UsageError {
-  return new UsageError(`unknown tool '${tool}': ${known.module} has ${known.names.join(', ')}`);
+/** Whether the module (or one of its MCP servers) has a tool of this name. */
+function knownTool(tool: string, known: { names: string[]; mcpServers?: string[] }): boolean {
+  return known.names.includes(tool) || (known.mcpServers ?? []).some((server) => tool.startsWith(`${server}${MCP_NAME_SEPARATOR}`));
+}
+
+function unknownTool(tool: string, known: { module: string; names: string[]; mcpServers?: string[] }): UsageError {
+  const mcp = known.mcpServers?.length ? `, and the tools of MCP servers ${known.mcpServers.join(', ')} (<server>${MCP_NAME_SEPARATOR}<tool>)` : '';
+  return new UsageError(`unknown tool '${tool}': ${known.module} has ${known.names.join(', ')}${mcp}`);
 }
 
 /** One tool name from the positionals of `keel tools <sub>`. */
@@ -600,7 +679,7 @@ async function cmdToolsDisable(args: string[]): Promise<number> {
   if (!reason) throw new UsageError('keel tools disable needs --reason <text>: why (operators and the model are told)');
   const known = await moduleToolNames(values.tools);
   if (!known) throw new UsageError('keel tools disable needs --tools <module> (or KEEL_TOOLS) to check the tool name against');
-  if (!known.names.includes(tool)) throw unknownTool(tool, known);
+  if (!knownTool(tool, known)) throw unknownTool(tool, known);
   const by = values.as?.trim() || process.env.USER || 'cli-user';
   const out = terminalOutput(values.json ?? false);
   return withStore(async (store) => {
@@ -623,7 +702,7 @@ async function cmdToolsEnable(args: string[]): Promise<number> {
     // Not disabled: a name the module does not know is a typo; a known one needs nothing done. (A disabled
     // tool is enabled above even when the module no longer has it, so stale switches can be cleared.)
     const known = await moduleToolNames(values.tools);
-    if (known && !known.names.includes(tool)) throw unknownTool(tool, known);
+    if (known && !knownTool(tool, known)) throw unknownTool(tool, known);
     out.result({ tool, enabled: true, wasDisabled: false }, `${tool} was not disabled; nothing to do`);
     return 0;
   });

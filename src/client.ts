@@ -29,7 +29,8 @@ import {
 } from './workflows/types.js';
 import { clientTracing, tracingFromEnv, type KeelTracing } from './telemetry/tracing.js';
 import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
-import type { agentSession, toolChain } from './workflows/index.js';
+import { RouteInputSchema, routeQuery, type RouteInputArgs, type RouteStatus } from './workflows/router.js';
+import type { agentSession, routeRequest, toolChain } from './workflows/index.js';
 
 /** Pending approvals across sessions; sessions that did not answer (no worker) are listed apart. */
 export interface PendingApprovalListing {
@@ -174,7 +175,7 @@ export class KeelClient {
   /** Running Keel sessions and chains on this client's task queue. */
   async listRunning(): Promise<Array<{ workflowId: string; runId: string; type: string }>> {
     const found = [];
-    const query = `ExecutionStatus = 'Running' AND TaskQueue = '${this.config.KEEL_TASK_QUEUE}' AND (WorkflowType = 'agentSession' OR WorkflowType = 'toolChain')`;
+    const query = `ExecutionStatus = 'Running' AND TaskQueue = '${this.config.KEEL_TASK_QUEUE}' AND (WorkflowType = 'agentSession' OR WorkflowType = 'toolChain' OR WorkflowType = 'routeRequest')`;
     for await (const wf of this.temporal.workflow.list({ query })) found.push({ workflowId: wf.workflowId, runId: wf.runId, type: wf.type });
     return found;
   }
@@ -196,6 +197,33 @@ export class KeelClient {
       args: [parsed.data],
       staticSummary: truncateBytes(`chain: ${parsed.data.steps.map((s) => s.tool).join(' → ')}`, 200),
     }) as Promise<WorkflowHandle<typeof toolChain>>;
+  }
+
+  /**
+   * Starts a `routeRequest`: a model picks which of the candidate agents handles the prompt, and that
+   * agent's session runs as the route's child (its workflow ID is `route(...).sessionId`, by default
+   * `<routeId>-session`: approve its calls and send it messages there). The routing model is `model`, else
+   * KEEL_MODEL. Throws `SessionInputError` naming every bad field.
+   */
+  async route(input: RouteInputArgs, opts: { routeId?: string } = {}): Promise<WorkflowHandle<typeof routeRequest>> {
+    const fallback = defaultModel(this.config);
+    const parsed = RouteInputSchema.safeParse({ ...input, ...(fallback && !input.defaultModel ? { defaultModel: fallback } : {}) });
+    if (!parsed.success) {
+      throw new SessionInputError(describeIssues(parsed.error, 'input'));
+    }
+    const routeId = opts.routeId ?? `route-${randomUUID()}`;
+    return this.temporal.workflow.start('routeRequest', {
+      taskQueue: this.config.KEEL_TASK_QUEUE,
+      workflowId: routeId,
+      args: [parsed.data],
+      memo: { [SESSION_USER_MEMO]: parsed.data.user.id },
+      staticSummary: truncateBytes(`route: ${parsed.data.prompt.split('\n', 1)[0]!}`, 200),
+    }) as Promise<WorkflowHandle<typeof routeRequest>>;
+  }
+
+  /** A route's state, its session's workflow ID and (once made) its decision (the `route` query). */
+  async routeStatus(routeId: string): Promise<RouteStatus> {
+    return this.temporal.workflow.getHandle(routeId).query(routeQuery);
   }
 
   /** The session's requests waiting for a person. */

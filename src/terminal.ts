@@ -33,7 +33,9 @@ export function describeEvent(e: SessionEvent): string {
   if (e.kind === 'model') {
     const text = e.text ? ` ${e.text.replace(/\s+/g, ' ').slice(0, 300)}` : '';
     const tools = e.toolUses.length ? ` → ${e.toolUses.join(', ')}` : '';
-    return `[turn ${e.iteration}] model:${text}${tools}`;
+    // The model is named only when tiering chose the cheaper one; the main model's lines read as before.
+    if (e.escalated) return `[turn ${e.iteration}] routine model (${e.model}) asked for${tools.slice(2)}: set aside, the main model answers`;
+    return `[turn ${e.iteration}] model${e.routine ? ` (routine: ${e.model})` : ''}:${text}${tools}`;
   }
   const detail = e.detail.replace(/\s+/g, ' ').slice(0, 200);
   if (e.kind === 'approval') return `[turn ${e.iteration}]   ${e.name} approval ${e.requestId}: ${e.status.toUpperCase()} — ${detail}`;

@@ -1,14 +1,15 @@
 /**
  * The Keel worker: loads the team's tools module, bundles it with Keel's workflows (the workflow reads
- * the tools' schemas and policies and the agents), registers the activities (`callModel` and one per
- * tool, named after the tool) and opens the conversation store, with pino as the runtime logger. Thin
+ * the tools' schemas and policies and the agents), connects to the MCP servers the module declares and
+ * lists their tools, registers the activities (`callModel` and one per tool, MCP tools included, named
+ * after the tool) and opens the conversation store, with pino as the runtime logger. Thin
  * on purpose: everything it wires lives in `app/`, `workflows/`, `activities/`, `store/` and `telemetry/`.
  */
 import { readFile } from 'node:fs/promises';
 import { Client } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Logger as PinoLogger } from 'pino';
-import { createAuditActivities, createAvailabilityActivities, createModelActivities, createToolActivities } from './activities/index.js';
+import { connectMcpServers, createAuditActivities, createAvailabilityActivities, createModelActivities, createToolActivities } from './activities/index.js';
 import { bundleApp, loadApp } from './app/load.js';
 import type { KeelApp } from './app/registry.js';
 import { ENCRYPTED_FAILURES_MARKER, keelDataConverter } from './codec/index.js';
@@ -69,8 +70,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
     metricsAddress: config.KEEL_METRICS_ADDRESS,
   });
   const model = modelEndpoint(config);
-  const app = await loadApp(opts.tools);
-  for (const warning of app.warnings) logger.warn({ tools: opts.tools }, warning);
+  const loaded = await loadApp(opts.tools);
   const toolEnv = opts.toolEnv ?? process.env;
   // With codec keys, payloads and failures are encrypted (src/codec); without, the SDK's defaults.
   const dataConverter = keelDataConverter(config);
@@ -87,22 +87,37 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
       );
     }
   }
+  // The MCP servers' tools join the app: connected and listed now (stdio servers spawned), closed with the worker.
+  const mcp = await connectMcpServers(loaded, { env: toolEnv, logger, source: opts.tools });
+  const app = mcp.app;
+  for (const warning of app.warnings) logger.warn({ tools: opts.tools }, warning);
   const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-worker'));
   const traced = workerTracing(tracing, app.tools);
-  const store = opts.store ?? (await openStore(config));
+  let store: KeelStore;
   let stream: StreamBus;
+  try {
+    store = opts.store ?? (await openStore(config));
+  } catch (err) {
+    await mcp.close();
+    throw err;
+  }
   try {
     stream = opts.stream ?? (await openStreamBus(config, { logger }));
   } catch (err) {
     if (!opts.store) await store.close();
+    await mcp.close();
     throw err;
   }
-  /** Closes what the worker opened itself: the stream bus and the store. */
+  /** Closes what the worker opened itself: the stream bus, the store and the MCP connections. */
   const closeOwned = async () => {
     try {
       if (!opts.stream) await stream.close();
     } finally {
-      if (!opts.store) await store.close();
+      try {
+        if (!opts.store) await store.close();
+      } finally {
+        await mcp.close();
+      }
     }
   };
   let connection: NativeConnection;
@@ -124,6 +139,7 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
         ...createToolActivities(app.tools.values(), { store, stream, env: toolEnv }),
         ...createAvailabilityActivities(store),
         ...createAuditActivities(store),
+        ...mcp.activities,
       },
       interceptors: { activity: [...traced.activity, createMetricsInterceptor(app.tools.values())] },
       sinks: traced.sinks,

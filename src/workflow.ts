@@ -25,6 +25,17 @@ export {
   type ResolvedToolPolicy,
   type Duration,
   type TierPolicy,
+  defineMcpServer,
+  isMcpServer,
+  isMcpTool,
+  mcpToolName,
+  MCP_IDEMPOTENCY_META_KEY,
+  MCP_NAME_SEPARATOR,
+  type McpServerSpec,
+  type McpServerDefinition,
+  type McpTool,
+  type McpToolConfig,
+  type McpToolListing,
 } from './tools/index.js';
 export {
   BudgetSchema,
@@ -69,7 +80,11 @@ export {
   type SessionInputArgs,
   type SessionResult,
   type SessionStatus,
+  type PendingUndo,
+  type SubAgentSpend,
   type ToolCallRecord,
   type TurnAnswer,
   type UserMessage,
 } from './workflows/types.js';
+export { ROUTE_TOOL, routeQuery, type RouteDecision, type RouteInputArgs, type RouteMethod, type RouteResult, type RouteStatus } from './workflows/router.js';
+export type { ChainStep } from './workflows/toolChain.js';

@@ -11,6 +11,12 @@
  * arrives, tagged with the turn (the reply's conversation position, the same on every attempt) and the
  * activity attempt; a failed attempt publishes `attempt_failed`, so watchers withdraw its text before the
  * retry's (src/stream). What the activity returns is the final message, as before: the stream is a view.
+ *
+ * Prompt caching: when the workflow asks for it (`cache`), the request carries `cache_control` breakpoints
+ * (Anthropic renders tools, then system, then messages, and caches the prefix up to each breakpoint): on
+ * the last tool, on the stable system prompt (Keel's notes follow it in a block of their own) and on the
+ * last block of the conversation's last message, so the next call of the loop reads the whole conversation
+ * so far from the cache. Three of the four breakpoints the API allows.
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { ApplicationFailure, Context } from '@temporalio/activity';
@@ -47,7 +53,7 @@ export function createModelActivities(opts: ModelActivityOptions) {
       const ctx = Context.current();
       const beat = setInterval(() => ctx.heartbeat(), 1_000);
       const { id, stored, append } = input.conversation;
-      const tag = { sessionId: input.sessionId, turn: stored + append.length, attempt: ctx.info.attempt };
+      const tag = { sessionId: input.sessionId, turn: stored + append.length, attempt: ctx.info.attempt + (input.streamAttemptOffset ?? 0) };
       const publish = streamPublisher(opts.stream);
       try {
         await opts.store.write(id, stored, append);
@@ -56,13 +62,15 @@ export function createModelActivities(opts: ModelActivityOptions) {
           // Another worker may hold the right store, or it may come back: retryable, within the model's policy.
           throw ApplicationFailure.create({ type: FailureTypes.ConversationMissing, message: err.message, nonRetryable: false });
         });
+        const cached = withCacheBreakpoints({ system: input.system, tools: input.tools as Anthropic.Tool[], messages: messages as Anthropic.MessageParam[] }, input.cache);
         const stream = client.messages.stream(
           {
             model: input.model,
             max_tokens: input.maxTokens,
-            ...(input.system ? { system: input.system } : {}),
-            messages: messages as Anthropic.MessageParam[],
-            ...(input.tools.length ? { tools: input.tools as Anthropic.Tool[] } : {}),
+            ...(cached.system ? { system: cached.system } : {}),
+            messages: cached.messages,
+            ...(cached.tools.length ? { tools: cached.tools } : {}),
+            ...(input.toolChoice ? { tool_choice: { type: 'tool' as const, name: input.toolChoice } } : {}),
             metadata: { user_id: input.sessionId },
           },
           { signal: ctx.cancellationSignal },
@@ -100,6 +108,44 @@ export function createModelActivities(opts: ModelActivityOptions) {
       }
     },
   };
+}
+
+/** A prompt-cache breakpoint: the default (5-minute) ephemeral cache. */
+const EPHEMERAL: Anthropic.CacheControlEphemeral = { type: 'ephemeral' };
+
+/** Content block types that may carry `cache_control` as the last block of a user message. */
+const CACHEABLE_BLOCKS = new Set(['text', 'tool_result', 'image', 'document']);
+
+/**
+ * The request's system prompt, tools and messages with prompt-cache breakpoints, or as given when `cache` is
+ * absent: `cache_control` on the first `cache.systemChars` characters of the system prompt (the rest, Keel's
+ * notes, follows as a second block), on the last tool, and on the last block of the last message (a string
+ * message becomes one text block). Copies what it changes; the conversation as stored is untouched.
+ */
+export function withCacheBreakpoints(
+  request: { system: string | undefined; tools: Anthropic.Tool[]; messages: Anthropic.MessageParam[] },
+  cache: CallModelInput['cache'],
+): { system: string | Anthropic.TextBlockParam[] | undefined; tools: Anthropic.Tool[]; messages: Anthropic.MessageParam[] } {
+  if (!cache) return request;
+  const { system, tools, messages } = request;
+  let cachedSystem: string | Anthropic.TextBlockParam[] | undefined = system;
+  const stable = system?.slice(0, cache.systemChars) ?? '';
+  if (system && stable.trim()) {
+    const notes = system.slice(stable.length);
+    cachedSystem = [{ type: 'text', text: stable, cache_control: EPHEMERAL }, ...(notes.trim() ? [{ type: 'text' as const, text: notes }] : [])];
+  }
+  const cachedTools = tools.map((t, i) => (i === tools.length - 1 ? { ...t, cache_control: EPHEMERAL } : t));
+  const last = messages.at(-1);
+  let cachedMessages = messages;
+  if (last) {
+    const content: Anthropic.ContentBlockParam[] = typeof last.content === 'string' ? [{ type: 'text', text: last.content }] : [...last.content];
+    const final = content.at(-1);
+    if (final && CACHEABLE_BLOCKS.has(final.type)) {
+      content[content.length - 1] = { ...final, cache_control: EPHEMERAL } as Anthropic.ContentBlockParam;
+      cachedMessages = [...messages.slice(0, -1), { ...last, content } as Anthropic.MessageParam];
+    }
+  }
+  return { system: cachedSystem, tools: cachedTools, messages: cachedMessages };
 }
 
 const NON_RETRYABLE = new Set([400, 401, 403, 404, 413, 422]);

@@ -1,7 +1,7 @@
 /**
  * The agent contract. An agent is configuration, not code: a name sessions choose it by, the system
- * prompt, the model, the subset of the app's tools it may offer, its budgets, its approval policy and the
- * actions it must never take (`blocked`).
+ * prompt, the model (and a cheaper one for routine turns), the subset of the app's tools it may offer, its
+ * budgets, its approval policy, prompt caching and the actions it must never take (`blocked`).
  * `defineAgent` validates the definition once, at registration, so a worker with a bad agent never starts.
  *
  * Sandbox-safe (zod and plain data only): the workflow reads agents to configure a session.
@@ -48,6 +48,21 @@ export const AgentSpecSchema = z.object({
   system: z.string().min(1, 'system prompt is empty').max(100_000),
   /** Model name; the session's `model` wins, then this, then the client's default (KEEL_MODEL). */
   model: z.string().min(1).max(200).optional(),
+  /**
+   * A cheaper model for routine turns (none: every turn uses `model`). A model call is routine when the
+   * tool results it reads all came from `read` tools that succeeded; the first call of each user message,
+   * every call after a side effect, an error or a refusal, and a budget's last turn use `model`. A routine
+   * reply that asks for anything but a `read` tool is set aside and `model` answers that turn instead, so
+   * the cheaper model never chooses a side effect. A session that names its own `model` does not use it
+   * (it may name its own `routineModel`).
+   */
+  routineModel: z.string().min(1).max(200).optional(),
+  /**
+   * Prompt-cache breakpoints on the last tool, the system prompt and the conversation's last message
+   * (true). Turn it off for an endpoint that rejects `cache_control`, or for an agent whose calls are
+   * rarely within the cache's 5 minutes of each other (each write costs 25% more than plain input).
+   */
+  promptCaching: z.boolean().optional(),
   /** Tools the agent may offer, by name (every tool of the app). */
   tools: z.array(z.string().min(1)).optional(),
   /** Model turns per user message before the session stops with `max_iterations` (10). */
@@ -64,6 +79,14 @@ export const AgentSpecSchema = z.object({
   pricing: PricingSchema.optional(),
   /** Actions refused before anything runs, whatever the model was asked or talked into (none). */
   blocked: z.array(BlockedActionSchema).max(100).optional(),
+  /**
+   * Other agents of the app this one may delegate to, by name (none). Each is offered to the model as a
+   * tool `delegate_to_<agent>` (input `{ task }`, described by the agent's `description`) and runs as a
+   * child session: the same user, its own prompt, model, tools and policies, within what this session has
+   * left of its budgets (see `src/workflows/subagents.ts`). At most 52 characters each, so the tool's name
+   * fits the API's 64.
+   */
+  subAgents: z.array(z.string().regex(/^[a-zA-Z0-9_-]{1,52}$/, 'must name an agent of at most 52 characters (^[a-zA-Z0-9_-]{1,52}$)')).max(20).optional(),
 });
 /** An agent as its author writes it. */
 export type AgentSpec = z.input<typeof AgentSpecSchema>;
@@ -77,12 +100,15 @@ export class AgentDefinitionError extends Error {
 }
 
 /**
- * Registers an agent after validating it. Tools may be given as names or as the tool objects.
+ * Registers an agent after validating it. Tools and sub-agents may be given as names or as the objects.
  * @throws AgentDefinitionError naming the agent and every bad field.
  */
-export function defineAgent(spec: Omit<AgentSpec, 'tools'> & { tools?: Array<string | { name: string }> }): Agent {
+export function defineAgent(
+  spec: Omit<AgentSpec, 'tools' | 'subAgents'> & { tools?: Array<string | { name: string }>; subAgents?: Array<string | { name: string }> },
+): Agent {
   const tools = spec.tools?.map((t) => (typeof t === 'string' ? t : t.name));
-  const parsed = AgentSpecSchema.safeParse({ ...spec, ...(tools ? { tools } : {}) });
+  const subAgents = spec.subAgents?.map((a) => (typeof a === 'string' ? a : a.name));
+  const parsed = AgentSpecSchema.safeParse({ ...spec, ...(tools ? { tools } : {}), ...(subAgents ? { subAgents } : {}) });
   if (!parsed.success) {
     throw new AgentDefinitionError(`agent '${String(spec.name)}': ${describeIssues(parsed.error, '(definition)')}`);
   }

@@ -174,6 +174,11 @@ export interface Tool<S extends z.ZodObject = z.ZodObject, R = unknown> extends 
   readonly kind: 'tool';
   criticality: Criticality;
   policy: ResolvedToolPolicy;
+  /**
+   * The JSON Schema the model is shown, when the tool came with one (an MCP server's tool, see
+   * `src/tools/mcp.ts`); otherwise it is derived from `input`.
+   */
+  modelInputSchema?: ModelToolDefinition['input_schema'];
 }
 
 /** The activity options and rules a tool runs under, after its tier's defaults and its overrides. */
@@ -320,8 +325,9 @@ export interface ModelToolDefinition {
   input_schema: { type: 'object'; [key: string]: unknown };
 }
 
-/** Converts a tool to the Messages API's `tools` entry (zod → JSON Schema, input side). */
-export function toModelTool(tool: Pick<Tool, 'name' | 'description' | 'input'>): ModelToolDefinition {
+/** Converts a tool to the Messages API's `tools` entry (zod → JSON Schema, input side; an MCP tool's listed schema as is). */
+export function toModelTool(tool: Pick<Tool, 'name' | 'description' | 'input'> & Partial<Pick<Tool, 'modelInputSchema'>>): ModelToolDefinition {
+  if (tool.modelInputSchema) return { name: tool.name, description: tool.description, input_schema: tool.modelInputSchema };
   const schema = z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>;
   delete schema.$schema;
   return { name: tool.name, description: tool.description, input_schema: { ...schema, type: 'object' } };

@@ -4,6 +4,10 @@
  * `callModel`, which gets the conversation by reference (the store holds it; history holds only what is
  * new); each tool call goes through the `ToolRunner` (allowlist, validation, idempotency keys, approval
  * gate, saga registration, unknown-outcome handling) and runs as an activity named after the tool.
+ * Routine model calls (between successful lookups) may go to the agent's cheaper `routineModel`
+ * (model-tier.ts); each call's cost is counted at its own model's price.
+ * An agent's sub-agents are offered as delegation tools, each call a child session within the
+ * parent's budgets whose writes the parent's saga undoes too (subagents.ts).
  *
  * A session is a conversation: after an answer it waits up to `idleTimeout` for a follow-up message (the
  * `sendMessage` update, which returns that message's answer) and completes when none comes. Keys, undos,
@@ -26,12 +30,15 @@ import {
 import type { KeelApp } from '../app/registry.js';
 import { DEFAULT_AGENT_NAME, DEFAULT_SYSTEM_PROMPT } from '../app/registry.js';
 import { mayCall } from '../app/access.js';
-import { toModelTool, toMs } from '../tools/index.js';
+import { toModelTool, toMs, withMcpTools } from '../tools/index.js';
 import { currentApp } from './app.js';
 import { AuditTrail, hashOf } from './audit.js';
-import { BudgetSchema, FINAL_TURN_AT, costOf, mostUsed, noSpend, priceOf, type BudgetKind, type Spend } from './budget.js';
+import { BudgetSchema, FINAL_TURN_AT, costOf, mostUsed, noSpend, priceOf, type BudgetKind, type ModelPrice, type Spend } from './budget.js';
 import { SessionLifecycle } from './lifecycle.js';
+import { learnMcpTools } from './mcp.js';
+import { isRoutineTurn, sideEffectsAsked, type TurnToolOutcome } from './model-tier.js';
 import { ToolRunner, isUntrusted, newToolRunnerState } from './tool-runner.js';
+import { Delegations, inheritedTaint, reportingSpend, subAgentResult } from './subagents.js';
 import { asUntrustedData } from './untrusted.js';
 import {
   ApprovalPolicySchema,
@@ -65,14 +72,24 @@ type AvailabilityActivities = { toolAvailability(input: ToolAvailabilityInput): 
 const ANSWERS_KEPT = 20;
 
 /**
+ * Added to the attempt number of the main model's call that replaces a set-aside routine reply, in stream
+ * events: watchers see it as a later attempt of the same turn and retract the routine reply's text.
+ */
+const ESCALATION_STREAM_ATTEMPT = 1_000;
+
+/**
  * Runs one agent session until its conversation ends.
  * @param args - the session's input (validated here again).
  * @param continued - the state a previous run handed over by continue-as-new.
  */
 export async function agentSession(args: SessionInputArgs, continued?: SessionState): Promise<SessionResult> {
-  const app = currentApp();
   const info = workflowInfo();
-  const state = continued ?? newSessionState(parseWorkflowInput(SessionInputSchema, args, 'session'), app, info);
+  const input = continued ? undefined : parseWorkflowInput(SessionInputSchema, args, 'session');
+  // MCP servers' tools are known at run time only: listed once when the session starts (history records
+  // it), then carried in the state; an app without MCP servers schedules nothing for this.
+  const mcpTools = continued ? continued.mcpTools : await learnMcpTools(currentApp());
+  const app = withMcpTools(currentApp(), mcpTools);
+  const state = continued ?? { ...newSessionState(input!, app, info), ...(mcpTools ? { mcpTools } : {}) };
   const { spec } = state;
   if (continued) {
     state.run += 1;
@@ -84,12 +101,13 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
   // Sessions started before the trail existed replay without its activities.
   const audit = new AuditTrail(state.audit, patched('keel-audit-trail'));
   if (!continued) {
-    audit.add('run', 'run', { agent: spec.agent, model: spec.model, user: spec.user.id, roles: spec.user.roles, tools: spec.tools, prompt: args.prompt.slice(0, 2000), budget: spec.budget });
+    audit.add('run', 'run', { agent: spec.agent, model: spec.model, user: spec.user.id, roles: spec.user.roles, tools: spec.tools, prompt: args.prompt.slice(0, 2000), budget: spec.budget, ...(spec.subAgents ? { subAgents: spec.subAgents } : {}), ...(spec.parent ? { parent: spec.parent.workflowId } : {}) });
   }
   const tools = spec.tools.map((name) => app.tools.get(name) ?? invalid(`tool '${name}' of this session is not in the worker's tools module any more`));
   // The model is offered only what the user's roles allow; the runner refuses the rest if asked anyway.
   const offered = tools.filter((t) => mayCall(app.access, spec.user.roles, t.name).allowed);
   const modelTools = offered.map(toModelTool);
+  const toolsByName: ReadonlyMap<string, (typeof tools)[number]> = new Map(tools.map((t) => [t.name, t]));
 
   const { callModel } = proxyActivities<ModelActivities>({
     startToCloseTimeout: '2m',
@@ -111,6 +129,13 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
 
   // The agent's blocked actions are read from the code, like the access policy: changing them is a code change.
   const blocked = app.agents.get(spec.agent)?.blocked;
+  // What the session has used, in each unit a budget caps; its sub-agents' model and tool calls count too.
+  const used = () => ({
+    iterations: state.modelCalls + (state.subAgents?.modelCalls ?? 0),
+    toolCalls: runner.toolCalls.length + (state.subAgents?.toolCalls ?? 0),
+    spend: state.usage,
+    elapsedMs: Date.now() - state.startedAt,
+  });
   const runner: ToolRunner = new ToolRunner(
     { workflowId: info.workflowId, user: spec.user, tools: new Map(tools.map((t) => [t.name, t])), approval: spec.approval, onChange: () => life.refresh(), audit, taint: true, ...(app.access ? { access: app.access } : {}), ...(blocked ? { blocked } : {}) },
     state.tools,
@@ -122,9 +147,12 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
     progress: () => ({ iteration: state.modelCalls, usage: state.usage, turn: state.turn, awaitingMessage: state.phase === 'idle', run: state.run }),
     toolsUsed: () => state.toolsUsed,
     audit,
-    details: () => budgetLine(spec.budget, { iterations: state.modelCalls, toolCalls: runner.toolCalls.length, spend: state.usage, elapsedMs: Date.now() - state.startedAt }),
+    details: () => budgetLine(spec.budget, used()),
     metrics: { agent: spec.agent, model: spec.model, priced: spec.price !== undefined, stopReason: () => state.stopReason },
   });
+  // Sub-agents (subagents.ts) are offered as delegation tools; a session whose agent has none never gets here.
+  const delegations = spec.subAgents?.length && patched('keel-sub-agents') ? new Delegations({ app, spec, state, runner, audit, workflowId: info.workflowId }) : undefined;
+  if (delegations) modelTools.push(...delegations.tools);
 
   setHandler(
     sendMessageUpdate,
@@ -151,7 +179,9 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
   // A run hands over only after it made progress: a new run's own start (the state) may already pass the limit.
   const callsAtRunStart = state.modelCalls;
   const continueIfDue = () => (state.modelCalls > callsAtRunStart ? continueAsNewIfDue(args, state) : Promise.resolve());
-  return life.run(async () => {
+  // A sub-agent's session reports what it spent when it fails, so its parent counts it (subagents.ts).
+  const spentHere = () => ({ modelCalls: used().iterations, toolCalls: used().toolCalls, usage: state.usage });
+  return life.run(reportingSpend(spec.parent !== undefined, spentHere, async () => {
     for (;;) {
       if (state.phase === 'idle') {
         if (state.inbox.length === 0 && !state.endRequested) {
@@ -171,7 +201,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
         finishTurn(state, 'max_iterations');
         break;
       }
-      const spent = mostUsed(spec.budget, { iterations: state.modelCalls, toolCalls: runner.toolCalls.length, spend: state.usage, elapsedMs: Date.now() - state.startedAt }, toMs);
+      const spent = mostUsed(spec.budget, used(), toMs);
       if (spent.kind && spent.share >= 1) {
         finishTurn(state, `budget_${spent.kind}`);
         state.budgetExhausted = true;
@@ -188,25 +218,48 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
       const notes = [finalTurn ? finalTurnNote(finalTurn) : '', down.length ? unavailableNote(down) : ''].filter(Boolean);
       await audit.flush();
       const append = state.conversation.unsent;
-      const reply = await callModel({
-        model: spec.model,
-        system: notes.length ? `${spec.system}\n\n${notes.join('\n\n')}` : spec.system,
-        conversation: { id: state.conversationId, stored: state.conversation.stored, append },
-        tools: finalTurn ? [] : modelTools.filter((t) => !down.some((d) => d.tool === t.name)),
-        maxTokens: spec.maxTokens,
-        sessionId: info.workflowId,
-        ...(spec.price ? { price: spec.price } : {}),
-      });
+      // Model tiering (model-tier.ts): between successful lookups a cheaper model may answer.
+      const routine = spec.routineModel !== undefined && !finalTurn && isRoutineTurn(state.lastToolOutcomes ?? [], toolsByName);
+      const ask = (model: string, price: ModelPrice | undefined, streamAttemptOffset?: number) =>
+        callModel({
+          model,
+          system: notes.length ? `${spec.system}\n\n${notes.join('\n\n')}` : spec.system,
+          conversation: { id: state.conversationId, stored: state.conversation.stored, append },
+          tools: finalTurn ? [] : modelTools.filter((t) => !down.some((d) => d.tool === t.name)),
+          maxTokens: spec.maxTokens,
+          sessionId: info.workflowId,
+          ...(price ? { price } : {}),
+          // Sessions carried over from a build before caching have no setting: they get the default.
+          ...(spec.promptCaching !== false ? { cache: { systemChars: spec.system.length } } : {}),
+          ...(streamAttemptOffset ? { streamAttemptOffset } : {}),
+        });
+      let model = routine ? spec.routineModel! : spec.model;
+      let price = routine ? spec.routinePrice : spec.price;
+      let reply = await ask(model, price);
+      let cost = addUsage(state.usage, reply.usage, price);
+      const escalate = routine ? sideEffectsAsked(reply.content, toolsByName) : [];
+      if (escalate.length) {
+        // The cheaper model asked for a side effect: its reply is set aside (its tokens still count) and the
+        // main model answers this turn from the same conversation; its reply takes the routine one's place.
+        const setAside = reply.content.filter((b): b is ToolUseBlock => b.type === 'tool_use').map((t) => t.name);
+        log.info('model call', { model, iteration, routine: true, escalatedFor: escalate, ...reply.usage, cost_usd: cost, session_cost_usd: state.usage.cost_usd });
+        audit.add('model_turn', `model:${iteration}:routine`, { iteration, turn: state.turn, model, routine: true, escalatedFor: escalate, text: textOf(reply.content).slice(0, 2000), toolUses: setAside, stopReason: reply.stopReason, usage: reply.usage, costUsd: cost });
+        runner.addEvent({ kind: 'model', iteration, text: textOf(reply.content), toolUses: setAside, stopReason: reply.stopReason, model, routine: true, escalated: true });
+        model = spec.model;
+        price = spec.price;
+        reply = await ask(model, price, ESCALATION_STREAM_ATTEMPT);
+        cost = addUsage(state.usage, reply.usage, price);
+      }
+      const tier = routine && !escalate.length ? { routine: true as const } : {};
       state.conversation = { stored: state.conversation.stored + append.length + 1, unsent: [] };
-      const cost = addUsage(state.usage, reply.usage, spec.price);
       // Sessions started before cost existed must replay without the new command.
-      if (spec.price && patched('keel-cost-search-attribute')) life.setCost(state.usage.cost_usd);
-      log.info('model call', { model: spec.model, iteration, ...reply.usage, cost_usd: cost, session_cost_usd: state.usage.cost_usd });
+      if ((spec.price || spec.routinePrice) && patched('keel-cost-search-attribute')) life.setCost(state.usage.cost_usd);
+      log.info('model call', { model, iteration, ...tier, ...reply.usage, cost_usd: cost, session_cost_usd: state.usage.cost_usd });
 
       const text = textOf(reply.content);
       const toolUses = reply.content.filter((b): b is ToolUseBlock => b.type === 'tool_use');
-      audit.add('model_turn', `model:${iteration}`, { iteration, turn: state.turn, model: spec.model, text: text.slice(0, 2000), toolUses: toolUses.map((t) => t.name), stopReason: reply.stopReason, usage: reply.usage, costUsd: cost });
-      runner.addEvent({ kind: 'model', iteration, text, toolUses: toolUses.map((t) => t.name), stopReason: reply.stopReason });
+      audit.add('model_turn', `model:${iteration}`, { iteration, turn: state.turn, model, ...tier, text: text.slice(0, 2000), toolUses: toolUses.map((t) => t.name), stopReason: reply.stopReason, usage: reply.usage, costUsd: cost });
+      runner.addEvent({ kind: 'model', iteration, text, toolUses: toolUses.map((t) => t.name), stopReason: reply.stopReason, model, ...tier });
       if (text) state.answer = text;
       if (finalTurn) {
         // The last turn: its answer stands (nothing is undone), and the conversation ends.
@@ -221,13 +274,20 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
       life.setStep(`running ${toolUses.map((t) => t.name).join(', ')}`);
       // Independent tool calls of one model turn run in parallel; results keep the model's order. One that
       // fails the session (a critical tool) still lets its siblings finish and be recorded first.
-      const allowed = spec.budget.toolCalls === undefined ? toolUses.length : Math.max(0, spec.budget.toolCalls - runner.toolCalls.length);
+      const allowed = spec.budget.toolCalls === undefined ? toolUses.length : Math.max(0, spec.budget.toolCalls - used().toolCalls);
+      // What each call came to decides whether the next model call is routine (model-tier.ts).
+      const outcomes: TurnToolOutcome[] = toolUses.map((block) => ({ tool: block.name, outcome: 'skipped' }));
+      delegations?.planTurn(toolUses.slice(0, allowed), used());
       const settled = await Promise.allSettled(
         toolUses.map(async (block, i): Promise<ToolResultBlock> => {
           if (i >= allowed) {
             return { type: 'tool_result', tool_use_id: block.id, content: `${block.name} was not run: the session's tool-call budget is spent. Answer with what you have.`, is_error: true };
           }
+          if (delegations?.handles(block.name)) {
+            return delegations.run({ toolUseId: block.id, name: block.name, input: block.input, iteration, reasoning: { text, usage: { ...reply.usage, cost_usd: cost } } });
+          }
           const r = await runner.run({ toolUseId: block.id, name: block.name, input: block.input, iteration, reasoning: { text, usage: { ...reply.usage, cost_usd: cost } } });
+          outcomes[i]!.outcome = r.record.outcome;
           // What others could have written reaches the model marked as data (see `trustedOutput`).
           const untrusted = isUntrusted(app.tools.get(block.name)) && r.record.outcome !== 'rejected';
           const content = untrusted ? asUntrustedData(block.name, r.content) : r.content;
@@ -238,6 +298,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
       state.conversation.unsent.push({ role: 'user', content: settled.map((r) => (r as PromiseFulfilledResult<ToolResultBlock>).value) });
+      state.lastToolOutcomes = outcomes;
     }
 
     if (state.stopReason === 'max_iterations' || state.stopReason.startsWith('budget_')) {
@@ -262,8 +323,9 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
       usage: state.usage,
       toolCalls: runner.toolCalls,
       compensations: runner.compensations,
+      ...subAgentResult(spec, state, runner),
     };
-  }, (r) => ({ stopReason: r.stopReason, turns: r.turns, modelCalls: r.iterations, toolCalls: r.toolCalls.length, answerHash: hashOf(r.answer) }));
+  }), (r) => ({ stopReason: r.stopReason, turns: r.turns, modelCalls: r.iterations, toolCalls: r.toolCalls.length, answerHash: hashOf(r.answer) }));
 }
 
 /** Resolves the session's settings from its input, its agent and the defaults, and starts its state. */
@@ -283,6 +345,12 @@ function newSessionState(input: SessionInput, app: KeelApp, info: ReturnType<typ
   if (!price && (input.pricing || agent?.pricing || budget.usd !== undefined)) {
     invalid(`pricing: no price for model '${model}', which this session uses (${budget.usd !== undefined ? 'its usd budget needs one' : 'the pricing table given lacks it'})`);
   }
+  // The agent's routine model goes with the agent's model: a session that names its own model names its own.
+  const routineModel = input.routineModel ?? (input.model === undefined ? agent?.routineModel : undefined);
+  const routinePrice = routineModel === undefined ? undefined : priceOf(routineModel, input.pricing, agent?.pricing);
+  if (routineModel !== undefined && !routinePrice && (price || input.pricing || agent?.pricing || budget.usd !== undefined)) {
+    invalid(`pricing: no price for routine model '${routineModel}', which this session uses (the cost of its routine turns would go uncounted)`);
+  }
   const spec: SessionSpec = {
     agent: agentName,
     user: input.user,
@@ -300,6 +368,12 @@ function newSessionState(input: SessionInput, app: KeelApp, info: ReturnType<typ
     title: input.prompt.split('\n', 1)[0]!.slice(0, 120),
     budget,
     ...(price ? { price } : {}),
+    // A session that delegates hands its own pricing table to its sub-agents (subagents.ts).
+    ...(agent?.subAgents?.length ? { subAgents: agent.subAgents, ...(input.pricing ? { pricing: input.pricing } : {}) } : {}),
+    ...(input.parent ? { parent: input.parent } : {}),
+    ...(routineModel !== undefined ? { routineModel } : {}),
+    ...(routinePrice ? { routinePrice } : {}),
+    promptCaching: input.promptCaching ?? agent?.promptCaching ?? true,
   };
   return {
     spec,
@@ -317,9 +391,10 @@ function newSessionState(input: SessionInput, app: KeelApp, info: ReturnType<typ
     usage: noSpend(),
     toolsUsed: [],
     endRequested: false,
-    tools: newToolRunnerState(),
+    tools: { ...newToolRunnerState(), ...inheritedTaint(input.parent) },
     startedAt: Date.now(),
     audit: [],
+    lastToolOutcomes: [],
   };
 }
 
@@ -362,6 +437,8 @@ function startTurn(state: SessionState, text: string): void {
   state.turn += 1;
   state.turnModelCalls = 0;
   state.answer = '';
+  // A user message is read by the main model.
+  state.lastToolOutcomes = [];
   state.conversation.unsent.push({ role: 'user', content: text });
 }
 

@@ -24,8 +24,10 @@ export function parseWorkflowInput<S extends z.ZodType>(schema: S, args: unknown
 }
 
 import { DurationSchema } from './duration.js';
-import { BudgetSchema, PricingSchema, type Budget, type ModelPrice, type Spend } from './budget.js';
+import { BudgetSchema, PricingSchema, type Budget, type ModelPrice, type Pricing, type Spend } from './budget.js';
 import type { AuditEntryInput } from './audit.js';
+import type { McpToolListing } from '../tools/mcp.js';
+import type { TurnToolOutcome } from './model-tier.js';
 
 export { DurationSchema } from './duration.js';
 
@@ -36,6 +38,24 @@ export const SessionUserSchema = z.object({
 });
 /** @see SessionUserSchema */
 export type SessionUser = z.infer<typeof SessionUserSchema>;
+
+/**
+ * The session that started this one as its sub-agent (Keel sets it when a session delegates; see
+ * `src/workflows/subagents.ts`).
+ */
+export const ParentLinkSchema = z.object({
+  /** The parent session's workflow ID. */
+  workflowId: z.string().min(1).max(1000),
+  /** The parent's `tool_use` id of the delegation. */
+  toolUseId: z.string().min(1).max(200),
+  /**
+   * Untrusted tool results the parent's model had read when it delegated: the task may carry what they
+   * said, so every side effect of the sub-agent needs a person's approval.
+   */
+  untrusted: z.array(z.object({ tool: z.string().min(1).max(200), toolUseId: z.string().min(1).max(1000) })).max(1000).default([]),
+});
+/** @see ParentLinkSchema */
+export type ParentLink = z.infer<typeof ParentLinkSchema>;
 
 /** Who may approve what, and for how long a request waits. Defaults in parentheses. */
 export const ApprovalPolicySchema = z.object({
@@ -94,8 +114,21 @@ export const SessionInputSchema = z.object({
   budget: BudgetSchema.partial().optional(),
   /** Model prices over the agent's and Keel's (USD per million tokens; see PricingSchema). */
   pricing: PricingSchema.optional(),
+  /**
+   * A cheaper model for routine turns: a model call whose new tool results all came from `read` tools that
+   * succeeded (src/workflows/model-tier.ts). The agent's applies only to a session that names no `model` of
+   * its own (none: every turn uses `model`).
+   */
+  routineModel: z.string().min(1).max(200).optional(),
+  /**
+   * Prompt-cache breakpoints (`cache_control`) on the last tool, the system prompt and the conversation's
+   * last message (the agent's, else true).
+   */
+  promptCaching: z.boolean().optional(),
   /** Upsert Keel's search attributes (needs them registered on the namespace) (true). */
   searchAttributes: z.boolean().default(true),
+  /** Set by Keel when a session delegates to a sub-agent: the session that started this one (see ParentLinkSchema). */
+  parent: ParentLinkSchema.optional(),
 });
 /** The validated session input. */
 export type SessionInput = z.infer<typeof SessionInputSchema>;
@@ -122,6 +155,18 @@ export interface SessionSpec {
   budget: Budget;
   /** The model's price, when the pricing table has it (no cost is counted otherwise). */
   price?: ModelPrice;
+  /** The model of routine turns (none: every turn uses `model`). */
+  routineModel?: string;
+  /** The routine model's price, when the pricing table has it. */
+  routinePrice?: ModelPrice;
+  /** Send prompt-cache breakpoints (absent in state carried from a build before caching: true). */
+  promptCaching?: boolean;
+  /** Agents this session may delegate to, as tools `delegate_to_<agent>` (absent: none). */
+  subAgents?: string[];
+  /** The session's own pricing table, handed to its sub-agents (absent: none given, or no sub-agents). */
+  pricing?: Pricing;
+  /** The session that started this one as its sub-agent. */
+  parent?: ParentLink;
 }
 
 /** A text block of the Messages API. */
@@ -177,6 +222,8 @@ export interface ToolCallRecord {
   error?: string;
   idempotencyKey?: string;
   iteration: number;
+  /** A delegation to a sub-agent: the child session's workflow ID. */
+  subSession?: string;
 }
 
 /** One undo, as the session records it. */
@@ -187,6 +234,25 @@ export interface CompensationRecord {
   /** `pending`: registered, not (yet) needed; `compensated`: the undo ran; `failed`: the undo failed for good; `discarded`: the call never happened. */
   status: 'pending' | 'compensated' | 'failed' | 'discarded';
   error?: string;
+  /** A sub-agent's write the parent took over: the session (workflow ID) that made it. */
+  session?: string;
+}
+
+/** A write still in place, with the input its undo runs with: what a sub-agent hands its parent. */
+export interface PendingUndo {
+  compensation: CompensationRecord;
+  input: ToolActivityInput;
+}
+
+/** What a session's sub-agents spent, all of them together (it is included in the session's own usage). */
+export interface SubAgentSpend {
+  /** Sub-agent sessions that ran (delegations that started a child). */
+  sessions: number;
+  /** Their model calls, theirs and their own sub-agents'. */
+  modelCalls: number;
+  /** Their tool calls, theirs and their own sub-agents'. */
+  toolCalls: number;
+  usage: Usage;
 }
 
 /** A tool call waiting for (or decided by) a person. */
@@ -240,9 +306,13 @@ export interface ApprovalLogEntry {
   reason?: string;
 }
 
-/** A line of the session's story, for `keel run` to print as it happens. */
+/**
+ * A line of the session's story, for `keel run` to print as it happens. A `model` event names the model
+ * that answered (`routine`: the agent's cheaper model; `escalated`: a routine reply set aside because it
+ * asked for a side effect, answered again by the main model in the next event).
+ */
 export type SessionEvent =
-  | { seq: number; kind: 'model'; iteration: number; text: string; toolUses: string[]; stopReason: string }
+  | { seq: number; kind: 'model'; iteration: number; text: string; toolUses: string[]; stopReason: string; model?: string; routine?: boolean; escalated?: boolean }
   | { seq: number; kind: 'tool'; iteration: number; name: string; toolUseId: string; outcome: ToolCallRecord['outcome']; detail: string }
   | { seq: number; kind: 'approval'; iteration: number; requestId: string; name: string; status: ApprovalRequest['status']; detail: string }
   | { seq: number; kind: 'compensation'; iteration: number; name: string; status: CompensationRecord['status']; detail: string };
@@ -292,6 +362,12 @@ export interface SessionResult {
   toolCalls: ToolCallRecord[];
   /** Undos that ran (when a budget ended the session) or were registered. */
   compensations: CompensationRecord[];
+  /** What the session's sub-agents spent (already in `usage`); absent when it delegated nothing. */
+  subAgents?: SubAgentSpend;
+  /** A sub-agent's session only: its writes still in place, which its parent undoes if the parent fails. */
+  undos?: PendingUndo[];
+  /** A sub-agent's session only: tools whose untrusted output it read (its answer may carry it). */
+  untrusted?: string[];
 }
 
 /** Query: the session's live status. */
@@ -384,8 +460,17 @@ export interface SessionState {
   startedAt: number;
   /** Set when a budget reached 100% (the session stops, and undoes its writes if so configured). */
   budgetExhausted?: boolean;
+  /** The app's MCP tools as listed when the session started (src/workflows/mcp.ts); absent without MCP servers. */
+  mcpTools?: McpToolListing[];
+  /**
+   * What the tool calls of the last model turn came to, until the next model call reads them: decides
+   * whether that call is routine (src/workflows/model-tier.ts). Empty after a user message.
+   */
+  lastToolOutcomes?: TurnToolOutcome[];
   /** Audit entries not yet written to the store. */
   audit: AuditEntryInput[];
+  /** What the session's sub-agents spent (absent until one ran). */
+  subAgents?: SubAgentSpend;
 }
 
 /** Input of the `callModel` activity. */
@@ -404,6 +489,19 @@ export interface CallModelInput {
   sessionId: string;
   /** The session's price for this model, when it has one: spans and metrics cost the call with it. */
   price?: ModelPrice;
+  /**
+   * Prompt caching (absent: no breakpoints). The request carries `cache_control` on the last tool, on the
+   * first `systemChars` characters of `system` (the stable prompt; notes Keel appends follow in a block of
+   * their own, so they do not spoil the cache) and on the last block of the conversation's last message.
+   */
+  cache?: { systemChars: number };
+  /** Forces the model to call this tool (`tool_choice: { type: 'tool', name }`). */
+  toolChoice?: string;
+  /**
+   * Added to the activity attempt in stream events: a call that replaces an earlier call's reply for the
+   * same turn (an escalated routine turn) streams as a later attempt, so watchers retract the first reply.
+   */
+  streamAttemptOffset?: number;
 }
 /** Output of the `callModel` activity. */
 export interface CallModelOutput {
@@ -472,4 +570,6 @@ export const FailureTypes = {
   ConversationMissing: 'ConversationMissing',
   /** The tool was not called: its circuit is open or an operator disabled it. Never retried. */
   ToolUnavailable: 'ToolUnavailable',
+  /** The router could not place a request (the model's choice was unusable and there is no fallback agent). */
+  RoutingFailed: 'RoutingFailed',
 } as const;

@@ -13,6 +13,7 @@ import { demoClient, startDemoServices, type DemoServices } from '../../examples
 import { approveUntilDone as approveAll, createTestEnv, type ScriptedModelServer, type TestEnv } from '../../src/testing/index.js';
 import type { KeelWorker } from '../../src/worker.js';
 import { openStore } from '../../src/store/index.js';
+import type { StreamBus } from '../../src/stream/index.js';
 
 import { EXAMPLE_TOOLS, ROOT } from './paths.js';
 
@@ -26,6 +27,8 @@ export interface Harness {
   config: KeelConfig;
   client: KeelClient;
   model: ScriptedModelServer;
+  /** The in-memory stream bus this file's in-process workers publish on (`subscribeSession`). */
+  stream: StreamBus;
   demo: DemoServices;
   demoApi: ReturnType<typeof demoClient>;
   /** The pino log file of this file's workers. */

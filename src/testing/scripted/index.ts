@@ -6,6 +6,8 @@ export {
   startScriptedModel,
   MAX_REQUEST_BYTES,
   SCRIPTED_MODEL_PREFIX,
+  RECEIVED_KEPT,
+  type ScriptedRequest,
   type ScriptedModelLogger,
   type ScriptedModelOptions,
   type ScriptedModelServer,

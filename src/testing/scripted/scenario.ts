@@ -180,6 +180,16 @@ export const ScenarioSchema = z.object({
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'name must be letters, digits, ".", "_" or "-" (it becomes the model name scripted/<name>)'),
   description: z.string(),
   turns: z.array(ScenarioTurnEntrySchema).min(1),
+  /**
+   * Play Anthropic's prompt cache in the usage the server estimates (a turn's scripted `usage` always
+   * wins): a request with `cache_control` breakpoints reports the prefix up to its last breakpoint as
+   * `cache_read_input_tokens` where an earlier request of the same model cached it (the longest match at a
+   * breakpoint or any message boundary before it, as the API looks back), the rest of that prefix as
+   * `cache_creation_input_tokens`, and what follows as `input_tokens`. A breakpoint whose prefix is under
+   * `min_tokens` (1024, the API's least) caches nothing, as the API ignores it. Off when absent, so the
+   * estimates of scenarios written before it do not change.
+   */
+  prompt_cache: z.strictObject({ min_tokens: z.number().int().min(0).default(1024) }).optional(),
 });
 
 /** A scenario script, as parsed from a file or given in memory. */

@@ -8,6 +8,14 @@
 // happen on the first attempts and then stop. Requests are validated like the real API (tool_use /
 // tool_result pairing, roles, …) and checked against a turn's `expect`, so a broken agent loop gets a
 // precise 400 instead of a plausible answer.
+//
+// Model tiers and caching: `scripted/<name>@<variant>` plays scenario `<name>` too (the answer names the
+// model as asked), so a session that sends routine turns to a cheaper model plays one script. A forced
+// `tool_choice` must be honoured by the scripted turn (a 400 says so otherwise). `cache_control`
+// breakpoints are accepted where the API takes them (system blocks, tools, message blocks; at most 4),
+// and a scenario with `prompt_cache` estimates cache writes and reads as the API's prompt cache would,
+// from a per-server cache of the prefixes written (5 minutes, as the API's). `received` keeps the last
+// requests (model, system, tools, tool_choice, last message) for tests to inspect.
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -77,8 +85,35 @@ export interface ScriptedModelServer {
   readonly port: number;
   /** How many `POST /v1/messages` requests were received so far (all of them, including rejected ones). */
   readonly requests: number;
+  /** The last {@link RECEIVED_KEPT} requests that passed validation, oldest first (what each call asked for). */
+  readonly received: readonly ScriptedRequest[];
   /** Stops listening, drops open connections and pending delayed responses. */
   close(): Promise<void>;
+}
+
+/** Requests kept in {@link ScriptedModelServer.received}. */
+export const RECEIVED_KEPT = 500;
+
+/** One request as {@link ScriptedModelServer.received} keeps it. */
+export interface ScriptedRequest {
+  /** When it arrived, ms since the epoch. */
+  at: number;
+  /** The model named, e.g. `scripted/refund-demo` or `scripted/refund-demo@haiku`. */
+  model: string;
+  /** The request's `metadata.user_id` (Keel sends the session's workflow ID), or empty. */
+  session: string;
+  /** The turn played, 1-based (absent when the request was refused before one was chosen). */
+  turn?: number;
+  /** `system` as sent: a string or text blocks (with their `cache_control`). */
+  system: unknown;
+  /** `tools` as sent. */
+  tools: unknown[] | undefined;
+  /** `tool_choice` as sent. */
+  toolChoice: unknown;
+  /** How many messages the request carried. */
+  messages: number;
+  /** The last message as sent (where a conversation's cache breakpoint sits). */
+  lastMessage: unknown;
 }
 
 /** A fault to raise mid-stream: the error, sent as an `error` event after `afterChunks` content deltas. */
@@ -126,6 +161,11 @@ function errorTypeFor(status: number): string {
 }
 
 const invalid = (message: string): ApiError => new ApiError(400, 'invalid_request_error', message);
+
+/** How long a simulated cache entry lives after it is written or read (the API's default, 5 minutes). */
+const PROMPT_CACHE_TTL_MS = 5 * 60_000;
+/** Simulated cache entries kept per server before expired ones are swept. */
+const PROMPT_CACHE_MAX_ENTRIES = 10_000;
 
 function sha256Hex(text: string): string {
   return createHash('sha256').update(text).digest('hex');
@@ -182,6 +222,7 @@ interface MessagesRequest {
   messages: RequestMessage[];
   system: unknown;
   tools: unknown[] | undefined;
+  toolChoice: unknown;
   userId: string | undefined;
   stream: boolean;
 }
@@ -190,8 +231,21 @@ function isRecord(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Checks a `cache_control` value where the API accepts one: absent, or `{ type: 'ephemeral', ttl? }`. */
+function validateCacheControl(value: unknown, at: string): void {
+  if (value === undefined || value === null) return;
+  if (!isRecord(value)) throw invalid(`${at}.cache_control: Input should be a valid dictionary`);
+  if (value['type'] !== 'ephemeral') throw invalid(`${at}.cache_control.type: Input should be 'ephemeral'`);
+  const ttl = value['ttl'];
+  if (ttl !== undefined && ttl !== '5m' && ttl !== '1h') throw invalid(`${at}.cache_control.ttl: Input should be '5m' or '1h'`);
+}
+
+/** The API's limit on `cache_control` breakpoints per request. */
+const MAX_CACHE_BREAKPOINTS = 4;
+
 function validateBlock(block: unknown, at: string, role: RequestMessage['role']): RequestBlock {
   if (!isRecord(block)) throw invalid(`${at}: Input should be a valid dictionary`);
+  validateCacheControl(block['cache_control'], at);
   const type = block['type'];
   if (type === undefined) throw invalid(`${at}.type: Field required`);
   if (typeof type !== 'string') throw invalid(`${at}.type: Input should be a valid string`);
@@ -270,6 +324,7 @@ function validateTools(tools: unknown): unknown[] {
     }
     if (names.has(name)) throw invalid('tools: Tool names must be unique.');
     names.add(name);
+    validateCacheControl(tool['cache_control'], at);
     if (tool['description'] !== undefined && typeof tool['description'] !== 'string') {
       throw invalid(`${at}.description: Input should be a valid string`);
     }
@@ -331,6 +386,57 @@ function validatePairing(messages: RequestMessage[]): void {
   });
 }
 
+/**
+ * One piece of a request in the order the API renders it for its prompt cache (tools, then system, then
+ * messages): a tool, a system block, or a message's block. `json` is the piece without its `cache_control`
+ * (a string prompt or message stands for the one text block it is rendered as).
+ */
+interface CacheUnit {
+  json: string;
+  breakpoint: boolean;
+}
+
+function withoutCacheControl(value: Json): Json {
+  const { cache_control: _ignored, ...rest } = value;
+  return rest;
+}
+
+/** The request's pieces in the API's render order; see {@link CacheUnit}. */
+function cacheUnits(messages: RequestMessage[], system: unknown, tools: unknown[] | undefined): CacheUnit[] {
+  const unit = (block: unknown, prefix = ''): CacheUnit => {
+    const b: Json = typeof block === 'string' ? { type: 'text', text: block } : isRecord(block) ? block : {};
+    return { json: `${prefix}${JSON.stringify(withoutCacheControl(b))}`, breakpoint: isRecord(b['cache_control']) };
+  };
+  const units = (tools ?? []).map((tool) => unit(tool));
+  if (typeof system === 'string') units.push(unit(system, 'system:'));
+  if (Array.isArray(system)) system.forEach((block, k) => units.push(unit(block, k === 0 ? 'system:' : '')));
+  for (const message of messages) {
+    const content = typeof message.content === 'string' ? [message.content] : message.content;
+    content.forEach((block, k) => units.push(unit(block, k === 0 ? `${message.role}:` : '')));
+  }
+  return units;
+}
+
+/**
+ * The input tokens a request costs, estimated from its size (4 characters a token). A request with cache
+ * breakpoints is measured without them (no `cache_control`, the system blocks as one string, a last
+ * message of one marked text block as the string it was), so turning caching on does not change the count.
+ */
+function estimateInputTokens(request: MessagesRequest): number {
+  const { messages, system, tools } = request;
+  if (!cacheUnits(messages, system, tools).some((u) => u.breakpoint)) return Math.ceil(JSON.stringify({ messages, system, tools }).length / 4);
+  const plain = messages.map((m, i): RequestMessage => {
+    if (typeof m.content === 'string') return m;
+    const blocks = m.content.map((b) => withoutCacheControl(b) as RequestBlock);
+    const only = m.content.length === 1 ? m.content[0] : undefined;
+    const wasString = i === messages.length - 1 && only?.type === 'text' && isRecord(only['cache_control']);
+    return { role: m.role, content: wasString ? (only['text'] as string) : blocks };
+  });
+  const plainSystem = Array.isArray(system) ? system.map((b) => (b as Json)['text'] as string).join('') : system;
+  const plainTools = tools?.map((t) => (isRecord(t) ? withoutCacheControl(t) : t));
+  return Math.ceil(JSON.stringify({ messages: plain, system: plainSystem, tools: plainTools }).length / 4);
+}
+
 /** Validates a parsed body like the real API; throws an {@link ApiError} 400 naming the first problem. */
 function validateRequest(body: unknown): MessagesRequest {
   if (!isRecord(body)) throw invalid('Input should be a valid dictionary');
@@ -355,9 +461,25 @@ function validateRequest(body: unknown): MessagesRequest {
       if (!isRecord(block) || block['type'] !== 'text' || typeof block['text'] !== 'string') {
         throw invalid(`system.${k}: Input should be a text block ({"type": "text", "text": ...})`);
       }
+      validateCacheControl(block['cache_control'], `system.${k}`);
     });
   }
   const tools = body['tools'] === undefined ? undefined : validateTools(body['tools']);
+  const breakpoints = cacheUnits(messages, system, tools).filter((u) => u.breakpoint).length;
+  if (breakpoints > MAX_CACHE_BREAKPOINTS) {
+    throw invalid(`A maximum of ${MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found ${breakpoints}.`);
+  }
+  const toolChoice = body['tool_choice'];
+  if (toolChoice !== undefined) {
+    if (!isRecord(toolChoice)) throw invalid('tool_choice: Input should be a valid dictionary');
+    const type = toolChoice['type'];
+    if (type !== 'auto' && type !== 'any' && type !== 'tool' && type !== 'none') throw invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'");
+    if (type === 'tool') {
+      const name = toolChoice['name'];
+      if (typeof name !== 'string') throw invalid('tool_choice.name: Field required');
+      if (!tools?.some((t) => isRecord(t) && t['name'] === name)) throw invalid(`tool_choice.name: '${name}' is not one of the request's tools`);
+    }
+  }
   const metadata = body['metadata'];
   let userId: string | undefined;
   if (metadata !== undefined && metadata !== null) {
@@ -370,7 +492,7 @@ function validateRequest(body: unknown): MessagesRequest {
   if (stream !== undefined && typeof stream !== 'boolean') throw invalid('stream: Input should be a valid boolean');
 
   validatePairing(messages);
-  return { model, messages, system, tools, userId, stream: stream === true };
+  return { model, messages, system, tools, toolChoice, userId, stream: stream === true };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -459,6 +581,25 @@ function chooseTurn(scenario: Scenario, turnIndex: number, entry: ScenarioTurnEn
   );
 }
 
+/**
+ * Checks the turn honours the request's `tool_choice`, as the API guarantees: `tool` (that tool is called),
+ * `any` (some tool is), `none` (none is). A script that does not is wrong for this request: a 400.
+ */
+function checkToolChoice(scenario: Scenario, at: ScriptPosition, turn: ScenarioTurn, toolChoice: unknown): void {
+  if (!isRecord(toolChoice)) return;
+  const called = turn.content.flatMap((b) => (b.type === 'tool_use' ? [b.name] : []));
+  const type = toolChoice['type'];
+  const why =
+    type === 'tool' && !called.includes(toolChoice['name'] as string)
+      ? `the request forces tool ${JSON.stringify(toolChoice['name'])} (tool_choice) and the turn calls ${called.length ? called.join(', ') : 'no tool'}`
+      : type === 'any' && called.length === 0
+        ? 'the request asks for a tool call (tool_choice any) and the turn calls none'
+        : type === 'none' && called.length > 0
+          ? `the request allows no tool call (tool_choice none) and the turn calls ${called.join(', ')}`
+          : undefined;
+  if (why !== undefined) throw invalid(`scripted turn breaks tool_choice: ${describePosition(scenario, at)}: ${why}`);
+}
+
 /** Checks a turn's `expect.tool_results` against the tool results sent; a mismatch is a 400. */
 function checkExpectations(scenario: Scenario, at: ScriptPosition, turn: ScenarioTurn, sent: SentToolResult[]): void {
   const expected = turn.expect?.tool_results;
@@ -489,12 +630,14 @@ interface MessageBody {
   usage: { input_tokens: number; output_tokens: number; cache_creation_input_tokens?: number; cache_read_input_tokens?: number };
 }
 
-function buildMessage(at: ScriptPosition, turn: ScenarioTurn, request: MessagesRequest): MessageBody {
+/** An estimated input split as the prompt cache would: tokens read, written, and left as plain input. */
+type CacheSplit = Pick<MessageBody['usage'], 'input_tokens' | 'cache_creation_input_tokens' | 'cache_read_input_tokens'>;
+
+/** `cache` splits the input (a scenario with `prompt_cache`); a turn's scripted `usage` wins over both. */
+function buildMessage(at: ScriptPosition, turn: ScenarioTurn, request: MessagesRequest, cache?: () => CacheSplit): MessageBody {
   const content = responseContent(at, turn.content);
   const usage: MessageBody['usage'] = turn.usage ?? {
-    input_tokens: Math.ceil(
-      JSON.stringify({ messages: request.messages, system: request.system, tools: request.tools }).length / 4,
-    ),
+    ...(cache ? cache() : { input_tokens: estimateInputTokens(request) }),
     output_tokens: Math.ceil(JSON.stringify(content).length / 4),
   };
   return {
@@ -632,6 +775,39 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
   const pending = new Set<() => void>();
   const reportedLoadErrors = new Set<string>();
   let requests = 0;
+  const received: ScriptedRequest[] = [];
+  /** The simulated prompt cache: prefix key (model and content) → when it expires (ms since the epoch). */
+  const promptCache = new Map<string, number>();
+
+  /**
+   * Estimates the input (4 characters a token, over the request's pieces in render order) and splits it
+   * into cache reads, writes and plain input as the API's prompt cache would (see `prompt_cache` in
+   * scenario.ts), recording the prefixes this request writes.
+   */
+  const simulateCache = (request: MessagesRequest, minTokens: number): CacheSplit => {
+    const now = Date.now();
+    const hash = createHash('sha256').update(request.model);
+    let chars = 0;
+    const ends = cacheUnits(request.messages, request.system, request.tools).map((u) => {
+      hash.update(u.json);
+      chars += u.json.length;
+      return { ...u, tokens: Math.floor(chars / 4), key: hash.copy().digest('hex') };
+    });
+    const inputTokens = Math.ceil(chars / 4);
+    const written = ends.flatMap((e, i) => (e.breakpoint && e.tokens >= minTokens ? [i] : []));
+    const last = written.at(-1);
+    if (last === undefined) return { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+    // The longest prefix already cached, at a breakpoint or any block before the last one (the API looks back).
+    let hit = -1;
+    for (let i = last; i >= 0 && hit < 0; i--) if ((promptCache.get(ends[i]!.key) ?? 0) > now) hit = i;
+    const read = hit < 0 ? 0 : ends[hit]!.tokens;
+    for (const i of [...written, ...(hit < 0 ? [] : [hit])]) promptCache.set(ends[i]!.key, now + PROMPT_CACHE_TTL_MS);
+    if (promptCache.size > PROMPT_CACHE_MAX_ENTRIES) {
+      for (const [key, expires] of promptCache) if (expires <= now || promptCache.size > PROMPT_CACHE_MAX_ENTRIES) promptCache.delete(key);
+    }
+    const upTo = ends[last]!.tokens;
+    return { input_tokens: inputTokens - upTo, cache_creation_input_tokens: upTo - read, cache_read_input_tokens: read };
+  };
 
   const send = (res: ServerResponse, requestId: string, status: number, body: unknown, headers: Record<string, string> = {}): void => {
     if (res.headersSent || res.destroyed) return;
@@ -672,7 +848,8 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
   const selectScenario = (model: string): Scenario => {
     const { scenarios, errors } = loadScenarios();
     const name = model.startsWith(SCRIPTED_MODEL_PREFIX) ? model.slice(SCRIPTED_MODEL_PREFIX.length) : undefined;
-    const scenario = name === undefined ? undefined : scenarios.get(name);
+    // `scripted/<name>@<variant>` (a cheaper tier of the same script) plays `<name>`.
+    const scenario = name === undefined ? undefined : (scenarios.get(name) ?? scenarios.get(name.split('@')[0]!));
     if (scenario !== undefined) return scenario;
     const known = [...scenarios.keys()].sort().join(', ') || 'none';
     const broken = errors.length > 0 ? `; scenario files that failed to load: ${errors.join(' | ')}` : '';
@@ -734,6 +911,18 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
       throw invalid(`There was an error parsing the body of your request: ${err instanceof Error ? err.message : String(err)}`);
     }
     const request = validateRequest(body);
+    const seen: ScriptedRequest = {
+      at: Date.now(),
+      model: request.model,
+      session: request.userId ?? '',
+      system: request.system,
+      tools: request.tools,
+      toolChoice: request.toolChoice,
+      messages: request.messages.length,
+      lastMessage: request.messages.at(-1),
+    };
+    received.push(seen);
+    if (received.length > RECEIVED_KEPT) received.shift();
     const scenario = selectScenario(request.model);
     const turnIndex = request.messages.filter((m) => m.role === 'assistant').length;
     const entry = scenario.turns[turnIndex];
@@ -745,9 +934,12 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
     }
     const sent = sentToolResults(request);
     const { turn, at } = chooseTurn(scenario, turnIndex, entry, sent);
+    seen.turn = turnIndex + 1;
     checkExpectations(scenario, at, turn, sent);
+    checkToolChoice(scenario, at, turn, request.toolChoice);
     const midStreamFault = applyFaults(scenario, at, turn, request);
-    const message = buildMessage(at, turn, request);
+    const cacheSettings = scenario.prompt_cache;
+    const message = buildMessage(at, turn, request, cacheSettings ? () => simulateCache(request, cacheSettings.min_tokens) : undefined);
     if (turn.latency_ms !== undefined && turn.latency_ms > 0) {
       if (!(await delay(turn.latency_ms, res))) return; // client gone or server closing: drop it
     }
@@ -828,6 +1020,9 @@ export async function startScriptedModel(opts: ScriptedModelOptions = {}): Promi
     port,
     get requests() {
       return requests;
+    },
+    get received() {
+      return received;
     },
     close: () =>
       new Promise<void>((resolve, reject) => {
