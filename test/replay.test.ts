@@ -18,9 +18,10 @@ const HISTORIES = path.join(ROOT, 'test', 'histories');
 const GOLDEN_SCENARIOS = ['refund-demo', 'bad-input', 'overloaded', 'kb-down'];
 /**
  * Golden files: one per scenario of agentSession, a conversation, the two runs of a continued session, one
- * toolChain, and one toolChain with parallel steps (`tool-chain-dag`, captured by test/dag.test.ts).
+ * toolChain, one toolChain with parallel steps (`tool-chain-dag`, captured by test/dag.test.ts), and a session
+ * whose reads ran as local activities (`local-reads`, captured by test/execution-modes.test.ts).
  */
-const GOLDEN_FILES = [...GOLDEN_SCENARIOS, 'follow-up', 'continue-as-new-run1', 'continue-as-new-run2', 'tool-chain', 'tool-chain-dag'].map((name) => `${name}.json`).sort();
+const GOLDEN_FILES = [...GOLDEN_SCENARIOS, 'follow-up', 'continue-as-new-run1', 'continue-as-new-run2', 'tool-chain', 'tool-chain-dag', 'local-reads'].map((name) => `${name}.json`).sort();
 const bundle = () => ({ codePath: inject('workflowBundlePath') });
 
 let h: Harness;

@@ -1,13 +1,15 @@
 /**
  * Overhead benchmark: what does durability cost per agent step? Runs the same scripted session (N steps,
  * each one model turn that calls one read tool, then a final `end_turn` turn; model and tools answer at
- * once) two ways and compares the time per step:
+ * once) in-process and on Keel, and compares the time per step:
  *
  * 1. in-process, no durability: a plain loop here that calls the real `@anthropic-ai/sdk` against the
  *    scripted model server and runs the tool's `run(input, ctx)` directly against the demo services;
- * 2. on Keel: a Temporal dev server started here, an in-process Keel worker, sessions through `KeelClient`.
+ * 2. on Keel: a Temporal dev server started here, an in-process Keel worker, sessions through `KeelClient`,
+ *    in each execution mode (README, *Execution modes*): regular activities (the default), read tools as
+ *    local activities (`execution: { reads: 'local' }`), and reads and the model call as local activities.
  *
- * Both modes make the same HTTP calls to the same servers; the difference is Temporal (workflow tasks,
+ * Every mode makes the same HTTP calls to the same servers; the difference is Temporal (workflow tasks,
  * activity scheduling, history writes, payload conversion). Sessions alternate between the modes so machine
  * noise hits both alike. Human progress goes to stderr; the table (or, with `--json`, one JSON document)
  * to stdout. Run: `npx tsx bench/overhead/run.ts [--steps N] [--sessions M] [--json]`.
@@ -15,6 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import Anthropic from '@anthropic-ai/sdk';
 import type { KeelClient } from '../../src/client.js';
+import type { Execution } from '../../src/workflows/types.js';
 import type { Scenario, ScenarioTurn } from '../../src/testing/scripted/index.js';
 import { DEFAULT_SYSTEM_PROMPT, type KeelApp } from '../../src/app/registry.js';
 import { toModelTool, type Tool, type ToolContext, type ToolLogger } from '../../src/tools/index.js';
@@ -46,6 +49,13 @@ const USER = { id: 'bench-user', roles: ['support'] };
 const MAX_TOKENS = 1024;
 /** The agent loop allows at most 200 model turns; N steps need N + 1. */
 const MAX_STEPS = 199;
+
+/** The Keel rows: one per execution mode, the same session each time. */
+const KEEL_MODES: ReadonlyArray<{ mode: string; execution?: Execution }> = [
+  { mode: 'keel' },
+  { mode: 'keel, local reads', execution: { reads: 'local' } },
+  { mode: 'keel, local reads+model', execution: { reads: 'local', model: 'local' } },
+];
 
 /** Per-step and per-session timings of one mode. */
 interface ModeSamples {
@@ -94,7 +104,7 @@ function benchScenario(steps: number): Scenario {
         { type: 'tool_use', name: tool.name, input: { ...tool.input } },
       ],
       stop_reason: 'tool_use',
-      // The server checks that the previous step's tool result arrived intact, in both modes alike.
+      // The server checks that the previous step's tool result arrived intact, in every mode alike.
       ...(prev ? { expect: { tool_results: [{ is_error: false, contains: prev.contains }] } } : {}),
     });
   }
@@ -117,7 +127,7 @@ function missingTool(name: string): never {
  * Mode 1: the agent loop without durability. Mirrors what Keel's `callModel` and tool activities send
  * (same system prompt, tools, max_tokens, metadata; tool input validated by zod; result as JSON text) so
  * the only thing missing is Temporal (and Keel's conversation store, which `callModel` writes and reads
- * back on every call). The tools are the worker's own (`app`), so both modes run the same code. Returns
+ * back on every call). The tools are the worker's own (`app`), so every mode runs the same code. Returns
  * the per-step times and the session's wall time.
  */
 async function runInProcess(
@@ -180,14 +190,16 @@ async function runInProcess(
 }
 
 /**
- * Mode 2: the same session on Keel. Wall time is measured around `startSession` + `result`; per-step times
- * come from the history: the gap between consecutive `callModel` ActivityTaskScheduled events (server
- * timestamps), i.e. model activity + workflow task + tool activity + workflow task, per step.
+ * Mode 2: the same session on Keel, in one execution mode. Wall time is measured around `startSession` +
+ * `result`; per-step times come from the history: the gap between consecutive model calls being scheduled
+ * (a `callModel` ActivityTaskScheduled event's server timestamp or, for a local model call, its marker's
+ * schedule time), i.e. model call + workflow task(s) + tool call, per step.
  */
 async function runOnKeel(
   client: KeelClient,
   model: string,
   steps: number,
+  execution: Execution | undefined,
 ): Promise<{ stepMs: number[]; sessionMs: number; breakdown: Breakdown }> {
   const sessionId = `bench-keel-${randomUUID()}`;
   const started = performance.now();
@@ -199,6 +211,7 @@ async function runOnKeel(
     tools: TOOL_NAMES,
     maxIterations: steps + 1,
     maxTokens: MAX_TOKENS,
+    ...(execution ? { execution } : {}),
   });
   const result = await client.result(sessionId);
   const sessionMs = performance.now() - started;
@@ -211,12 +224,28 @@ async function runOnKeel(
   }
 
   const events = (await client.session(sessionId).fetchHistory()).events ?? [];
-  const scheduled = events
-    .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'callModel')
-    .map((e) => eventTimeMs(e.eventTime));
-  if (scheduled.length !== steps + 1) throw new Error(`Keel session ${sessionId}: ${scheduled.length} callModel activities in history, expected ${steps + 1}`);
+  const scheduled = events.flatMap((e) => {
+    if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'callModel') return [eventTimeMs(e.eventTime)];
+    const local = localActivityOf(e);
+    return local?.type === 'callModel' ? [local.scheduledMs] : [];
+  });
+  if (scheduled.length !== steps + 1) throw new Error(`Keel session ${sessionId}: ${scheduled.length} callModel calls in history, expected ${steps + 1}`);
   const stepMs = scheduled.slice(1).map((t, i) => t - scheduled[i]!);
   return { stepMs, sessionMs, breakdown: breakdownOf(events, scheduled[0]!, scheduled[steps]!, steps) };
+}
+
+/**
+ * A local activity's marker: its type, and when the worker scheduled it (its clock, ms). The marker's
+ * `complete_time` is the workflow task's time, not when the call ended, so a local call's run time is not in
+ * history: it is part of the workflow task run.
+ */
+function localActivityOf(e: HistoryEvent): { type: string; scheduledMs: number } | undefined {
+  const m = e.markerRecordedEventAttributes;
+  const data = m?.markerName === 'core_local_activity' ? m.details?.data?.payloads?.[0]?.data : undefined;
+  if (!data) return undefined;
+  type Ts = { seconds: number; nanos: number };
+  const d = JSON.parse(Buffer.from(data).toString('utf8')) as { activity_type: string; original_schedule_time: Ts };
+  return { type: d.activity_type, scheduledMs: d.original_schedule_time.seconds * 1000 + d.original_schedule_time.nanos / 1e6 };
 }
 
 /** Where a Keel step's time goes, in ms per step (means over the steps of the sessions measured). */
@@ -229,9 +258,22 @@ interface Breakdown {
   activityQueueWait: number;
   /** Workflow task: scheduled → started (matching and dispatch). */
   workflowTaskQueueWait: number;
-  /** Workflow task: started → completed (the worker runs the workflow code and answers). */
+  /** Workflow task: started → completed (the worker runs the workflow code and its local activities, and answers). */
   workflowTaskRun: number;
+  /** Workflow tasks completed (per step, like the rest: a count, not ms). */
+  workflowTasks: number;
+  /** Local `callModel` calls (a count per step; their time is inside the workflow task run). */
+  localModelCalls: number;
+  /** Local tool calls (a count per step). */
+  localToolCalls: number;
+  /** Keel's own local activities: audit writes, tool availability (a count per step). */
+  localKeelCalls: number;
 }
+
+/** The parts of a step that follow one another, in ms (the rest of a breakdown are counts). */
+const SEQUENTIAL: ReadonlyArray<keyof Breakdown> = ['modelActivityRun', 'toolActivityRun', 'activityQueueWait', 'workflowTaskQueueWait', 'workflowTaskRun'];
+/** Keel's own local activities, as opposed to tools run local. */
+const KEEL_LOCAL_ACTIVITIES = new Set(['appendAudit', 'toolAvailability', 'listMcpTools']);
 
 /**
  * Splits the step window [first callModel scheduled, last callModel scheduled) of one history into queue
@@ -241,7 +283,7 @@ interface Breakdown {
 function breakdownOf(events: HistoryEvent[], from: number, to: number, steps: number): Breakdown {
   const time = new Map<string, number>();
   const activityType = new Map<string, string>();
-  const b: Breakdown = { modelActivityRun: 0, toolActivityRun: 0, activityQueueWait: 0, workflowTaskQueueWait: 0, workflowTaskRun: 0 };
+  const b: Breakdown = { modelActivityRun: 0, toolActivityRun: 0, activityQueueWait: 0, workflowTaskQueueWait: 0, workflowTaskRun: 0, workflowTasks: 0, localModelCalls: 0, localToolCalls: 0, localKeelCalls: 0 };
   for (const e of events) {
     const id = String(e.eventId);
     const t = eventTimeMs(e.eventTime);
@@ -249,6 +291,13 @@ function breakdownOf(events: HistoryEvent[], from: number, to: number, steps: nu
     const since = (ref: unknown): number => t - (time.get(String(ref)) ?? t);
     const a = e.activityTaskScheduledEventAttributes;
     if (a?.activityType?.name) activityType.set(id, a.activityType.name);
+    const local = localActivityOf(e);
+    // Counted by when they were scheduled: a workflow task of local calls may record them after the window.
+    if (local && local.scheduledMs >= from && local.scheduledMs < to) {
+      if (local.type === 'callModel') b.localModelCalls += 1;
+      else if (KEEL_LOCAL_ACTIVITIES.has(local.type)) b.localKeelCalls += 1;
+      else b.localToolCalls += 1;
+    }
     if (t <= from || t > to) continue;
     if (e.activityTaskStartedEventAttributes) b.activityQueueWait += since(e.activityTaskStartedEventAttributes.scheduledEventId);
     const done = e.activityTaskCompletedEventAttributes;
@@ -258,7 +307,10 @@ function breakdownOf(events: HistoryEvent[], from: number, to: number, steps: nu
       else b.toolActivityRun += run;
     }
     if (e.workflowTaskStartedEventAttributes) b.workflowTaskQueueWait += since(e.workflowTaskStartedEventAttributes.scheduledEventId);
-    if (e.workflowTaskCompletedEventAttributes) b.workflowTaskRun += since(e.workflowTaskCompletedEventAttributes.startedEventId);
+    if (e.workflowTaskCompletedEventAttributes) {
+      b.workflowTaskRun += since(e.workflowTaskCompletedEventAttributes.startedEventId);
+      b.workflowTasks += 1;
+    }
   }
   for (const k of Object.keys(b) as Array<keyof Breakdown>) b[k] /= steps;
   return b;
@@ -305,59 +357,61 @@ async function main(): Promise<void> {
     const anthropic = new Anthropic({ apiKey: 'scripted', baseURL: model.url, maxRetries: 0, timeout: 120_000 });
 
     const inProcess: ModeSamples = { stepMs: [], sessionMs: [] };
-    const keel: ModeSamples = { stepMs: [], sessionMs: [] };
-    const breakdowns: Breakdown[] = [];
-    const c = client;
-    const demoUrl = demo.url;
+    const keel = KEEL_MODES.map(() => ({ samples: { stepMs: [], sessionMs: [] } as ModeSamples, breakdowns: [] as Breakdown[] }));
     const runInProc = async (counted: boolean): Promise<void> => {
-      const r = await runInProcess(anthropic, keelWorker.app, modelName, steps, demoUrl);
+      const r = await runInProcess(anthropic, keelWorker.app, modelName, steps, demo.url);
       if (counted) {
         inProcess.stepMs.push(...r.stepMs);
         inProcess.sessionMs.push(r.sessionMs);
       }
     };
-    const runKeel = async (counted: boolean): Promise<void> => {
-      const r = await runOnKeel(c, modelName, steps);
+    const runKeel = (i: number) => async (counted: boolean): Promise<void> => {
+      const r = await runOnKeel(client, modelName, steps, KEEL_MODES[i]!.execution);
       if (counted) {
-        keel.stepMs.push(...r.stepMs);
-        keel.sessionMs.push(r.sessionMs);
-        breakdowns.push(r.breakdown);
+        keel[i]!.samples.stepMs.push(...r.stepMs);
+        keel[i]!.samples.sessionMs.push(r.sessionMs);
+        keel[i]!.breakdowns.push(r.breakdown);
       }
     };
+    const runners = [runInProc, ...KEEL_MODES.map((_, i) => runKeel(i))];
 
     await keelWorker.worker.runUntil(async () => {
-      progress('warm-up: 1 session each (not counted)');
-      await runInProc(false);
-      await runKeel(false);
+      progress('warm-up: 1 session each way (not counted)');
+      for (const run of runners) await run(false);
       for (let i = 0; i < sessions; i++) {
-        // Alternate which mode goes first, so neither always runs right after the other.
-        const order = i % 2 === 0 ? [runInProc, runKeel] : [runKeel, runInProc];
+        // Rotate which mode goes first, so none always runs right after the same other.
+        const order = runners.map((_, j) => runners[(i + j) % runners.length]!);
         for (const run of order) await run(true);
         progress(`session ${i + 1}/${sessions} done each way`);
       }
     });
 
-    const rows = [summarize('in-process', steps, inProcess), summarize('keel', steps, keel)];
-    const ratio = {
-      p50: round(rows[1]!.p50MsPerStep / rows[0]!.p50MsPerStep),
-      p95: round(rows[1]!.p95MsPerStep / rows[0]!.p95MsPerStep),
-    };
-    const overheadMsPerStep = { p50: round(rows[1]!.p50MsPerStep - rows[0]!.p50MsPerStep), p95: round(rows[1]!.p95MsPerStep - rows[0]!.p95MsPerStep) };
-    const keelBreakdown = Object.fromEntries(
-      (Object.keys(breakdowns[0]!) as Array<keyof Breakdown>).map((k) => [k, round(mean(breakdowns.map((b) => b[k])))]),
-    ) as unknown as Breakdown;
-    const accounted = Object.values(keelBreakdown).reduce((x, y) => x + y, 0);
-    const keelBreakdownRest = round(rows[1]!.meanMsPerStep - accounted);
+    const base = summarize('in-process', steps, inProcess);
+    const keelRows = KEEL_MODES.map((m, i) => summarize(m.mode, steps, keel[i]!.samples));
+    const rows = [base, ...keelRows];
+    const regular = keelRows[0]!;
+    const modes = keelRows.map((r, i) => {
+      const breakdown = Object.fromEntries(
+        (Object.keys(keel[i]!.breakdowns[0]!) as Array<keyof Breakdown>).map((k) => [k, round(mean(keel[i]!.breakdowns.map((b) => b[k])))]),
+      ) as unknown as Breakdown;
+      const accounted = SEQUENTIAL.reduce((sum, k) => sum + breakdown[k], 0);
+      return {
+        mode: r.mode,
+        execution: KEEL_MODES[i]!.execution ?? {},
+        ratioOverInProcess: { p50: round(r.p50MsPerStep / base.p50MsPerStep), p95: round(r.p95MsPerStep / base.p95MsPerStep) },
+        overheadMsPerStep: { p50: round(r.p50MsPerStep - base.p50MsPerStep), p95: round(r.p95MsPerStep - base.p95MsPerStep) },
+        ratioOverRegularKeel: { p50: round(r.p50MsPerStep / regular.p50MsPerStep), p95: round(r.p95MsPerStep / regular.p95MsPerStep), mean: round(r.meanMsPerStep / regular.meanMsPerStep) },
+        stepBreakdownMs: { ...breakdown, rest: round(r.meanMsPerStep - accounted) },
+      };
+    });
     const method = {
       inProcess: 'each step timed directly with performance.now(): model call + tool call',
-      keel: 'each step from history: gap between consecutive callModel ActivityTaskScheduled events (server time)',
+      keel: 'each step from history: gap between consecutive model calls being scheduled (callModel ActivityTaskScheduled, server time; or a local callModel marker\'s schedule time)',
       session: 'wall time around startSession + result (Keel) or the whole loop (in-process), incl. the final end_turn turn',
     };
 
     if (args.json) {
-      process.stdout.write(
-        `${JSON.stringify({ machine, params: { steps, sessions, warmupSessions: 1 }, modes: rows, ratioKeelOverInProcess: ratio, overheadMsPerStep, keelStepBreakdownMs: { ...keelBreakdown, rest: keelBreakdownRest }, method }, null, 2)}\n`,
-      );
+      process.stdout.write(`${JSON.stringify({ machine, params: { steps, sessions, warmupSessions: 1 }, modes: rows, keel: modes, method }, null, 2)}\n`);
     } else {
       const out = [
         `Keel overhead benchmark: ${sessions} sessions x ${steps} steps each way (+1 warm-up each, not counted)`,
@@ -365,11 +419,21 @@ async function main(): Promise<void> {
         '',
         table(rows),
         '',
-        `ratio keel / in-process: p50 ${ratio.p50.toFixed(2)}x, p95 ${ratio.p95.toFixed(2)}x ` +
-          `(overhead per step: p50 +${overheadMsPerStep.p50.toFixed(2)} ms, p95 +${overheadMsPerStep.p95.toFixed(2)} ms)`,
-        `keel step, mean ms: model activity ${keelBreakdown.modelActivityRun.toFixed(2)}, tool activity ${keelBreakdown.toolActivityRun.toFixed(2)}, ` +
-          `activity queue wait ${keelBreakdown.activityQueueWait.toFixed(2)}, workflow task queue wait ${keelBreakdown.workflowTaskQueueWait.toFixed(2)}, ` +
-          `workflow task run ${keelBreakdown.workflowTaskRun.toFixed(2)}, rest ${keelBreakdownRest.toFixed(2)} (of ${rows[1]!.meanMsPerStep.toFixed(2)}; from history)`,
+        ...modes.flatMap((m) => {
+          const b = m.stepBreakdownMs;
+          const counts =
+            `  per step: ${b.workflowTasks.toFixed(1)} workflow tasks completed; local activities: model ${b.localModelCalls.toFixed(1)}, ` +
+            `tools ${b.localToolCalls.toFixed(1)}, Keel's own (audit, availability) ${b.localKeelCalls.toFixed(1)} (their time is in the workflow task run)`;
+          return [
+            `${m.mode}: / in-process p50 ${m.ratioOverInProcess.p50.toFixed(2)}x, p95 ${m.ratioOverInProcess.p95.toFixed(2)}x ` +
+              `(overhead per step: p50 +${m.overheadMsPerStep.p50.toFixed(2)} ms, p95 +${m.overheadMsPerStep.p95.toFixed(2)} ms); ` +
+              `/ keel: p50 ${m.ratioOverRegularKeel.p50.toFixed(2)}x, p95 ${m.ratioOverRegularKeel.p95.toFixed(2)}x, mean ${m.ratioOverRegularKeel.mean.toFixed(2)}x`,
+            `  step, mean ms: model activity ${b.modelActivityRun.toFixed(2)}, tool activity ${b.toolActivityRun.toFixed(2)}, ` +
+              `activity queue wait ${b.activityQueueWait.toFixed(2)}, workflow task queue wait ${b.workflowTaskQueueWait.toFixed(2)}, ` +
+              `workflow task run ${b.workflowTaskRun.toFixed(2)}, rest ${b.rest.toFixed(2)} (from history)`,
+            counts,
+          ];
+        }),
         '',
         `per step, in-process: ${method.inProcess}`,
         `per step, keel:       ${method.keel}`,

@@ -51,7 +51,8 @@ export function createModelActivities(opts: ModelActivityOptions) {
     /** Sends the conversation and returns the model's reply. */
     async callModel(input: CallModelInput): Promise<CallModelOutput> {
       const ctx = Context.current();
-      const beat = setInterval(() => ctx.heartbeat(), 1_000);
+      // As a local activity (the session's `execution.model`) the call cannot heartbeat: its timeout bounds it.
+      const beat = ctx.info.isLocal ? undefined : setInterval(() => ctx.heartbeat(), 1_000);
       const { id, stored, append } = input.conversation;
       const tag = { sessionId: input.sessionId, turn: stored + append.length, attempt: ctx.info.attempt + (input.streamAttemptOffset ?? 0) };
       const publish = streamPublisher(opts.stream);

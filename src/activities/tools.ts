@@ -115,7 +115,9 @@ async function invoke<T>(
   let success = false;
   let resultBytes = 0;
   let errorType: string | undefined;
-  const beat = setInterval(() => ctx.heartbeat(), 1_000);
+  // A local activity (a read the session runs local) has no heartbeat: its short timeout bounds it instead.
+  const heartbeat = ctx.info.isLocal ? () => undefined : () => ctx.heartbeat();
+  const beat = ctx.info.isLocal ? undefined : setInterval(heartbeat, 1_000);
   // Watchers see the call itself; a status check or undo is bookkeeping they are not shown.
   const publish = phase === 'run' ? streamPublisher(shared.stream) : () => undefined;
   const tag = { sessionId: req.session.workflowId, tool: tool.name, toolUseId: req.toolUseId, attempt: ctx.info.attempt };
@@ -145,7 +147,7 @@ async function invoke<T>(
         toolUseId: req.toolUseId,
         fetch: guardedFetch(tool, base),
         progress(message) {
-          ctx.heartbeat();
+          heartbeat();
           let text = redactText(String(message)).replace(/\s+/g, ' ').trim();
           // A value of a field the tool declared sensitive is masked even when the redactor would not know it.
           for (const field of tool.sensitive ?? []) {

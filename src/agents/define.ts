@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { BudgetSchema, PricingSchema } from '../workflows/budget.js';
-import { ApprovalPolicySchema, DurationSchema, describeIssues } from '../workflows/types.js';
+import { ApprovalPolicySchema, DurationSchema, ExecutionSchema, describeIssues } from '../workflows/types.js';
 
 /** How a blocked-action pattern matches one input field: the exact value, or a regex a string field matches. */
 export const BlockedFieldSchema = z.union([
@@ -63,6 +63,12 @@ export const AgentSpecSchema = z.object({
    * rarely within the cache's 5 minutes of each other (each write costs 25% more than plain input).
    */
   promptCaching: z.boolean().optional(),
+  /**
+   * How the agent's sessions run their `read` tools and the model call: `{ reads: 'local' }` runs reads
+   * that do not declare `execution` as local activities, `{ model: 'local' }` the model call (both
+   * `regular`). A session's `execution` wins field by field. See README, *Execution modes*.
+   */
+  execution: ExecutionSchema.optional(),
   /** Tools the agent may offer, by name (every tool of the app). */
   tools: z.array(z.string().min(1)).optional(),
   /** Model turns per user message before the session stops with `max_iterations` (10). */

@@ -9,7 +9,7 @@
  * `ctx.fetch`, which refuses hosts outside the tool's `allowedHosts`.
  */
 import { z } from 'zod';
-import { RISK_TIERS, type RiskTier, type Duration, tierPolicy } from './policy.js';
+import { EXECUTION_MODES, LOCAL_ACTIVITY_MAX_TIMEOUT, RISK_TIERS, type ExecutionMode, type RiskTier, type Duration, tierPolicy } from './policy.js';
 
 export type { RiskTier } from './policy.js';
 
@@ -163,6 +163,13 @@ export interface ToolSpec<S extends z.ZodObject = z.ZodObject, R = unknown> {
    * fetch parses it (so `http://allowed.com@evil.com/` is `evil.com`), by name, never by DNS resolution.
    */
   allowedHosts?: string[];
+  /**
+   * How the call runs (a `read` tool only may say `local`). `local`: as a local activity in the worker that
+   * runs the session's workflow task, in every session; `regular`: as a regular activity, whatever the
+   * session or agent asks (a read that runs long or reports `ctx.progress`). Unset: the session's
+   * `execution.reads`, then the agent's, else regular. A local tool's `timeout` is at most 10 s.
+   */
+  execution?: ExecutionMode;
 }
 
 /** What a status check found. */
@@ -200,6 +207,8 @@ export interface ResolvedToolPolicy {
   breaker?: { failureThreshold: number; resetAfterMs: number };
   /** Fleet-wide calls per second. */
   rateLimitPerSecond?: number;
+  /** How the tool declared its calls run (unset: as the session says; see `ToolSpec.execution`). */
+  execution?: ExecutionMode;
 }
 
 /** A tool definition broke its tier's rules; the message names the tool and the rule. */
@@ -292,6 +301,13 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
   if (toMs(timeout) > toMs(tier.maxStartToCloseTimeout)) {
     fail(`timeout ${timeout} exceeds the ${spec.risk} tier's ceiling of ${tier.maxStartToCloseTimeout}`);
   }
+  if (spec.execution !== undefined && !EXECUTION_MODES.includes(spec.execution)) fail(`execution must be one of ${EXECUTION_MODES.join(', ')}`);
+  if (spec.execution === 'local' && spec.risk !== 'read') {
+    fail(`only a read tool may run as a local activity: a local activity may run again after a worker crash, whatever maxAttempts says, and ${aTier} has side effects`);
+  }
+  if (spec.execution === 'local' && toMs(timeout) > toMs(LOCAL_ACTIVITY_MAX_TIMEOUT)) {
+    fail(`timeout ${timeout} is too long for a local activity (at most ${LOCAL_ACTIVITY_MAX_TIMEOUT}: it cannot heartbeat); leave execution unset or 'regular'`);
+  }
   return {
     ...spec,
     kind: 'tool',
@@ -309,8 +325,20 @@ export function defineTool<S extends z.ZodObject, R>(spec: ToolSpec<S, R>): Tool
       ...(breaker ? { breaker } : {}),
       ...(spec.rateLimit ? { rateLimitPerSecond: spec.rateLimit.perSecond } : {}),
       ...(spec.approvalTimeout !== undefined ? { approvalTimeout: spec.approvalTimeout } : {}),
+      ...(spec.execution !== undefined ? { execution: spec.execution } : {}),
     },
   };
+}
+
+/**
+ * Whether a call of `tool` runs as a local activity, given the session's mode for reads: only a `read`
+ * tool whose timeout fits a local activity, and not one that declared `execution: 'regular'`; one that
+ * declared `local` always does, others when the session says `local`. Sandbox-safe: the workflow asks.
+ */
+export function runsLocal(tool: Pick<Tool, 'risk' | 'policy'>, sessionReads: ExecutionMode | undefined): boolean {
+  if (tool.risk !== 'read' || tool.policy.execution === 'regular') return false;
+  if (toMs(tool.policy.startToCloseTimeout) > toMs(LOCAL_ACTIVITY_MAX_TIMEOUT)) return false;
+  return tool.policy.execution === 'local' || sessionReads === 'local';
 }
 
 /** True for a value made by `defineTool`. */

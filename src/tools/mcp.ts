@@ -18,7 +18,7 @@
 import { z } from 'zod';
 import type { KeelApp } from '../app/registry.js';
 import { defineTool, ToolDefinitionError, type ModelToolDefinition, type Tool, type ToolSpec } from './define.js';
-import { RISK_TIERS } from './policy.js';
+import { EXECUTION_MODES, RISK_TIERS } from './policy.js';
 import { DurationSchema } from '../workflows/duration.js';
 import { describeIssues } from '../workflows/types.js';
 
@@ -71,6 +71,8 @@ export const McpToolConfigSchema = z.strictObject({
   sensitive: z.array(z.string().min(1)).optional(),
   /** Redact its result before the model sees it. */
   redactOutput: z.boolean().optional(),
+  /** `local` (a `read` only) or `regular`: how its calls run, as for `defineTool` (the session's mode). */
+  execution: z.enum(EXECUTION_MODES).optional(),
 });
 /** How Keel treats one of a server's tools (see `McpToolConfigSchema`). */
 export type McpToolConfig = z.input<typeof McpToolConfigSchema>;

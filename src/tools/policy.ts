@@ -34,6 +34,23 @@ const TIERS: Record<RiskTier, TierPolicy> = {
   privileged: { maxAttempts: 1, maxAttemptsWithKeys: 1, initialRetryInterval: '1s', startToCloseTimeout: '15s', maxStartToCloseTimeout: '2m', approval: 'other-person' },
 };
 
+/**
+ * How a tool's call runs: `regular`, an activity the server dispatches (heartbeats, cancellation, an
+ * activity event in the Web UI); `local`, a local activity run by the worker that runs the session's workflow
+ * task (no dispatch round trip; a marker in history). Only `read` tools may run local: a local activity can
+ * run again after a worker crash even with one attempt allowed, which only a call without side effects can take.
+ */
+export const EXECUTION_MODES = ['regular', 'local'] as const;
+/** See {@link EXECUTION_MODES}. */
+export type ExecutionMode = (typeof EXECUTION_MODES)[number];
+
+/**
+ * The longest timeout a tool may have and still run as a local activity (10 s, the workflow task's
+ * default timeout): a local activity cannot heartbeat, and one that outlives its workflow task makes the
+ * worker extend the task.
+ */
+export const LOCAL_ACTIVITY_MAX_TIMEOUT: Duration = '10s';
+
 /** The policy of a tier. */
 export function tierPolicy(risk: RiskTier): TierPolicy {
   return TIERS[risk];

@@ -98,8 +98,10 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
     state.startedAt ??= info.startTime.getTime();
     state.audit ??= [];
   }
-  // Sessions started before the trail existed replay without its activities.
-  const audit = new AuditTrail(state.audit, patched('keel-audit-trail'));
+  // Sessions started before the trail existed replay without its activities, and those started before it
+  // was lean with its writes before each model call and read (audit.ts).
+  const auditOn = patched('keel-audit-trail');
+  const audit = new AuditTrail(state.audit, auditOn, auditOn && patched('keel-lean-audit'));
   if (!continued) {
     audit.add('run', 'run', { agent: spec.agent, model: spec.model, user: spec.user.id, roles: spec.user.roles, tools: spec.tools, prompt: args.prompt.slice(0, 2000), budget: spec.budget, ...(spec.subAgents ? { subAgents: spec.subAgents } : {}), ...(spec.parent ? { parent: spec.parent.workflowId } : {}) });
   }
@@ -109,18 +111,19 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
   const modelTools = offered.map(toModelTool);
   const toolsByName: ReadonlyMap<string, (typeof tools)[number]> = new Map(tools.map((t) => [t.name, t]));
 
-  const { callModel } = proxyActivities<ModelActivities>({
-    startToCloseTimeout: '2m',
-    heartbeatTimeout: spec.modelHeartbeatTimeout,
-    retry: {
-      initialInterval: spec.modelRetry.initialInterval,
-      backoffCoefficient: 2,
-      maximumInterval: '30s',
-      maximumAttempts: spec.modelRetry.maximumAttempts,
-      nonRetryableErrorTypes: [FailureTypes.ModelRequestRejected],
-    },
-    summary: 'model turn',
-  });
+  const modelRetry = {
+    initialInterval: spec.modelRetry.initialInterval,
+    backoffCoefficient: 2,
+    maximumInterval: '30s',
+    maximumAttempts: spec.modelRetry.maximumAttempts,
+    nonRetryableErrorTypes: [FailureTypes.ModelRequestRejected],
+  };
+  // The model call as a local activity only when the session asks (README, *Execution modes*). Decided once,
+  // at the run's start: a session begun before the option existed keeps its regular activities on replay.
+  const localModel = spec.execution?.model === 'local' && patched('keel-local-model');
+  const { callModel } = localModel
+    ? proxyLocalActivities<ModelActivities>({ startToCloseTimeout: '2m', retry: modelRetry, summary: 'model turn' })
+    : proxyActivities<ModelActivities>({ startToCloseTimeout: '2m', heartbeatTimeout: spec.modelHeartbeatTimeout, retry: modelRetry, summary: 'model turn' });
 
   // Which optional tools are down (open circuit, disabled) is read before each model call, from the store
   // every worker shares; a local activity records the answer, so replay sees the same tool list.
@@ -137,7 +140,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
     elapsedMs: Date.now() - state.startedAt,
   });
   const runner: ToolRunner = new ToolRunner(
-    { workflowId: info.workflowId, user: spec.user, tools: new Map(tools.map((t) => [t.name, t])), approval: spec.approval, onChange: () => life.refresh(), audit, taint: true, ...(app.access ? { access: app.access } : {}), ...(blocked ? { blocked } : {}) },
+    { workflowId: info.workflowId, user: spec.user, tools: new Map(tools.map((t) => [t.name, t])), approval: spec.approval, onChange: () => life.refresh(), audit, taint: true, ...(spec.execution ? { reads: spec.execution.reads } : {}), ...(app.access ? { access: app.access } : {}), ...(blocked ? { blocked } : {}) },
     state.tools,
   );
   const life: SessionLifecycle = new SessionLifecycle({
@@ -178,7 +181,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
   const idleMs = toMs(spec.idleTimeout);
   // A run hands over only after it made progress: a new run's own start (the state) may already pass the limit.
   const callsAtRunStart = state.modelCalls;
-  const continueIfDue = () => (state.modelCalls > callsAtRunStart ? continueAsNewIfDue(args, state) : Promise.resolve());
+  const continueIfDue = () => (state.modelCalls > callsAtRunStart ? continueAsNewIfDue(args, state, audit) : Promise.resolve());
   // A sub-agent's session reports what it spent when it fails, so its parent counts it (subagents.ts).
   const spentHere = () => ({ modelCalls: used().iterations, toolCalls: used().toolCalls, usage: state.usage });
   return life.run(reportingSpend(spec.parent !== undefined, spentHere, async () => {
@@ -188,6 +191,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
           await continueIfDue();
           if (idleMs > 0) {
             life.setStep('waiting for a message');
+            if (audit.lean) await audit.flush();
             await condition(() => state.inbox.length > 0 || state.endRequested, idleMs);
           }
         }
@@ -216,7 +220,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
       // An optional tool that is down is not offered; the model is told why (a call to it still gets a note).
       const down = optionalTools.length && !finalTurn && patched('keel-tool-availability') ? await toolAvailability({ tools: optionalTools }) : [];
       const notes = [finalTurn ? finalTurnNote(finalTurn) : '', down.length ? unavailableNote(down) : ''].filter(Boolean);
-      await audit.flush();
+      await audit.checkpoint();
       const append = state.conversation.unsent;
       // Model tiering (model-tier.ts): between successful lookups a cheaper model may answer.
       const routine = spec.routineModel !== undefined && !finalTurn && isRoutineTurn(state.lastToolOutcomes ?? [], toolsByName);
@@ -374,6 +378,7 @@ function newSessionState(input: SessionInput, app: KeelApp, info: ReturnType<typ
     ...(routineModel !== undefined ? { routineModel } : {}),
     ...(routinePrice ? { routinePrice } : {}),
     promptCaching: input.promptCaching ?? agent?.promptCaching ?? true,
+    execution: { reads: input.execution?.reads ?? agent?.execution?.reads ?? 'regular', model: input.execution?.model ?? agent?.execution?.model ?? 'regular' },
   };
   return {
     spec,
@@ -453,12 +458,18 @@ function finishTurn(state: SessionState, stopReason: string): void {
  * Continues as new, handing over the state, when Temporal suggests it or the run's history passed the
  * session's limit, and no update is waiting for an answer (its caller would lose it).
  */
-async function continueAsNewIfDue(args: SessionInputArgs, state: SessionState): Promise<void> {
+async function continueAsNewIfDue(args: SessionInputArgs, state: SessionState, audit: AuditTrail): Promise<void> {
   const info = workflowInfo();
   const limit = state.spec.historyLimitBytes;
   const due = info.continueAsNewSuggested || (limit !== undefined && info.historySize > limit);
   if (!due || !allHandlersFinished()) return;
   log.info('continuing as new', { run: state.run, historyBytes: info.historySize, historyEvents: info.historyLength });
+  // A batched trail is written first, so the next run does not carry it (older sessions carried theirs).
+  if (audit.lean) {
+    await audit.flush();
+    // A message may have come in while the trail was written: its caller waits for an answer from this run.
+    if (!allHandlersFinished()) return;
+  }
   await continueAsNew<typeof agentSession>(args, state);
 }
 

@@ -14,13 +14,16 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
+  isCancellation,
   log,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
+  TemporalFailure,
 } from '@temporalio/workflow';
-import type { Duration as TemporalDuration } from '@temporalio/common';
-import { toMs, type Tool } from '../tools/index.js';
+import { RetryState, type Duration as TemporalDuration } from '@temporalio/common';
+import { runsLocal, toMs, type ExecutionMode, type Tool } from '../tools/index.js';
 import { mayCall, type AccessPolicy } from '../app/access.js';
 import { blockedBy, type BlockedAction } from '../agents/define.js';
 import { hashOf, type AuditTrail } from './audit.js';
@@ -93,6 +96,11 @@ export interface ToolRunnerOptions {
    * turns, and a tainted side-effecting call needs a person's approval. A chain's calls are the caller's.
    */
   taint?: boolean;
+  /**
+   * How the session runs `read` tools that do not declare `execution`: `local` activities or `regular`
+   * ones (regular). A tool's own `execution` wins (see `runsLocal`).
+   */
+  reads?: ExecutionMode;
 }
 
 /** A runner's state before its first call. */
@@ -127,11 +135,20 @@ export class ToolRunner {
   /** Whether taint holds side effects for approval (sessions begun before it existed replay without it). */
   private readonly taintApprovals: boolean;
 
+  /**
+   * Whether calls that `runsLocal` says may run local do (sessions begun before local reads existed replay
+   * with regular activities). Read once, here, with the session's other patches: a patch first checked late
+   * in a session would answer differently when a query replays a closed session.
+   */
+  private readonly localReads: boolean;
+
   constructor(
     private readonly o: ToolRunnerOptions,
     readonly state: ToolRunnerState = newToolRunnerState(),
   ) {
     this.taintApprovals = o.taint === true && patched('keel-taint-approval');
+    // Only a session that has a tool to run local records the patch: the others' histories stay as they were.
+    this.localReads = [...o.tools.values()].some((t) => runsLocal(t, o.reads)) && patched('keel-local-reads');
     setHandler(pendingApprovalsQuery, () => this.pendingApprovals());
     setHandler(approvalSignal, (decision) => {
       this.decide(decision, 'signal');
@@ -298,7 +315,8 @@ export class ToolRunner {
       ...(call.reasoning ? { reasoning: call.reasoning.text.slice(0, 2000), ...(call.reasoning.usage ? { turnUsage: call.reasoning.usage } : {}) } : {}),
       ...(record.approvalRequestId ? { approvalRequestId: record.approvalRequestId } : {}),
     });
-    await this.o.audit?.flush();
+    // A read has no side effect to put its intent before: it is written with the next batch (audit.ts).
+    await (tool.risk === 'read' ? this.o.audit?.checkpoint() : this.o.audit?.flush());
     // The undo is registered before the side effect, so a crash between the two cannot lose it.
     let undo: CompensationRecord | undefined;
     if (tool.policy.compensable) {
@@ -431,6 +449,8 @@ export class ToolRunner {
     record.approvalRequestId = request.requestId;
     this.addEvent({ kind: 'approval', iteration: call.iteration, requestId: request.requestId, name: tool.name, status: 'pending', detail: request.reason });
     this.o.onChange();
+    // The trail shows what led here while the session waits (an older session did not write here: no await for it).
+    if (this.o.audit?.lean) await this.o.audit.flush();
     const decided = await condition(() => request.status !== 'pending', timeout as TemporalDuration, { summary: `approval ${request.requestId}` });
     if (!decided) {
       this.o.audit?.add('approval', `approval:${request.requestId}:expired`, { requestId: request.requestId, tool: tool.name, decision: 'expired', reason: 'nobody decided within the timeout' });
@@ -511,6 +531,22 @@ export class ToolRunner {
   }
 
   private toolActivity(tool: Tool): ToolActivity {
+    if (this.localReads && runsLocal(tool, this.o.reads)) {
+      // A read as a local activity (README, *Execution modes*): the same registered activity, run by this
+      // worker within the workflow task; no heartbeat (its timeout is at most 10 s), retried by this worker.
+      const call = proxyLocalActivities<Record<string, ToolActivity>>({
+        startToCloseTimeout: tool.policy.startToCloseTimeout,
+        retry: {
+          maximumAttempts: tool.policy.maxAttempts,
+          initialInterval: tool.policy.initialRetryInterval,
+          backoffCoefficient: 2,
+          nonRetryableErrorTypes: [FailureTypes.ToolError, FailureTypes.InvalidToolInput, FailureTypes.ToolUnavailable],
+        },
+        cancellationType: ActivityCancellationType.TRY_CANCEL,
+        summary: `${tool.policy.risk}, local${tool.criticality === 'optional' ? ', optional' : ''}`,
+      })[tool.name]!;
+      return (input) => call(input).catch((err: unknown) => Promise.reject(asActivityFailure(err, tool.name)));
+    }
     return proxyActivities<Record<string, ToolActivity>>({
       startToCloseTimeout: tool.policy.startToCloseTimeout,
       heartbeatTimeout: TOOL_HEARTBEAT_TIMEOUT,
@@ -546,6 +582,17 @@ export class ToolRunner {
       cause,
     });
   }
+}
+
+/**
+ * A local activity's failure reaches the workflow as the activity's own failure (an `ApplicationFailure`,
+ * a `TimeoutFailure`), without the `ActivityFailure` around it that a regular activity's has: wrapped here,
+ * so the runner makes the same of a failure in both modes. Cancellation passes as it is.
+ */
+function asActivityFailure(err: unknown, activityType: string): unknown {
+  if (err instanceof ActivityFailure || !(err instanceof TemporalFailure) || isCancellation(err)) return err;
+  const retryState = err instanceof ApplicationFailure && err.nonRetryable ? RetryState.NON_RETRYABLE_FAILURE : RetryState.MAXIMUM_ATTEMPTS_REACHED;
+  return new ActivityFailure('Local activity failed', activityType, undefined, retryState, undefined, err);
 }
 
 /**

@@ -24,6 +24,7 @@ export function parseWorkflowInput<S extends z.ZodType>(schema: S, args: unknown
 }
 
 import { DurationSchema } from './duration.js';
+import { EXECUTION_MODES, type ExecutionMode } from '../tools/policy.js';
 import { BudgetSchema, PricingSchema, type Budget, type ModelPrice, type Pricing, type Spend } from './budget.js';
 import type { AuditEntryInput } from './audit.js';
 import type { McpToolListing } from '../tools/mcp.js';
@@ -72,6 +73,20 @@ export const ApprovalPolicySchema = z.object({
 });
 /** The validated approval policy. */
 export type ApprovalPolicy = z.infer<typeof ApprovalPolicySchema>;
+
+/**
+ * How a session's activities run (README, *Execution modes*). `reads`: its `read` tools that do not declare
+ * `execution` themselves run as local activities (`local`) or regular ones (`regular`); `model`: the model
+ * call runs as a local activity (`local`: no heartbeat, so `modelHeartbeatTimeout` does not apply) or a
+ * regular one (`regular`). Set on the agent or the session (the session's wins field by field); both
+ * default to `regular`.
+ */
+export const ExecutionSchema = z.strictObject({
+  reads: z.enum(EXECUTION_MODES).optional(),
+  model: z.enum(EXECUTION_MODES).optional(),
+});
+/** @see ExecutionSchema */
+export type Execution = z.infer<typeof ExecutionSchema>;
 
 /** Everything a session starts from. Unset fields come from the agent, then the defaults in parentheses. */
 export const SessionInputSchema = z.object({
@@ -125,6 +140,8 @@ export const SessionInputSchema = z.object({
    * last message (the agent's, else true).
    */
   promptCaching: z.boolean().optional(),
+  /** Local or regular activities for read tools and the model call, over the agent's (see ExecutionSchema). */
+  execution: ExecutionSchema.optional(),
   /** Upsert Keel's search attributes (needs them registered on the namespace) (true). */
   searchAttributes: z.boolean().default(true),
   /** Set by Keel when a session delegates to a sub-agent: the session that started this one (see ParentLinkSchema). */
@@ -161,6 +178,8 @@ export interface SessionSpec {
   routinePrice?: ModelPrice;
   /** Send prompt-cache breakpoints (absent in state carried from a build before caching: true). */
   promptCaching?: boolean;
+  /** How read tools and the model call run (absent in state from a build before execution modes: both regular). */
+  execution?: { reads: ExecutionMode; model: ExecutionMode };
   /** Agents this session may delegate to, as tools `delegate_to_<agent>` (absent: none). */
   subAgents?: string[];
   /** The session's own pricing table, handed to its sub-agents (absent: none given, or no sub-agents). */
