@@ -202,13 +202,15 @@ export interface IntOption {
 
 /**
  * Parses a benchmark's command line: the given whole-number options (`--name N`, optional when `def`
- * is NaN) plus `--json` and `--help`. Bad usage prints the reason and `usageLine` and exits 2.
+ * is NaN), the given string options (`--name S`, `def` when absent), plus `--json` and `--help`. Bad
+ * usage prints the reason and `usageLine` and exits 2.
  */
-export function parseBenchArgs<K extends string>(
+export function parseBenchArgs<K extends string, S extends string = never>(
   name: string,
   usageLine: string,
   ints: Record<K, IntOption>,
-): { json: boolean; usage(reason: string): never } & Record<K, number> {
+  strings: Record<S, { def: string }> = {} as Record<S, { def: string }>,
+): { json: boolean; usage(reason: string): never } & Record<K, number> & Record<S, string> {
   const usage = (reason: string): never => {
     process.stderr.write(`${name}: ${reason}\nusage: ${usageLine}\n`);
     process.exit(2);
@@ -217,7 +219,7 @@ export function parseBenchArgs<K extends string>(
   try {
     ({ values } = parseArgs({
       options: {
-        ...Object.fromEntries(Object.keys(ints).map((k) => [k, { type: 'string' as const }])),
+        ...Object.fromEntries([...Object.keys(ints), ...Object.keys(strings)].map((k) => [k, { type: 'string' as const }])),
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -237,5 +239,8 @@ export function parseBenchArgs<K extends string>(
       return [key, n];
     }),
   ) as Record<K, number>;
-  return { ...parsed, json: values.json === true, usage };
+  const texts = Object.fromEntries(
+    (Object.entries(strings) as Array<[S, { def: string }]>).map(([key, { def }]) => [key, typeof values[key] === 'string' ? values[key] : def]),
+  ) as Record<S, string>;
+  return { ...parsed, ...texts, json: values.json === true, usage };
 }
