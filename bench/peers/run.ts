@@ -4,12 +4,13 @@
  * engine after another in one run, printed as one table with the engines side by side and each engine's
  * durability settings under it.
  *
- * Per engine: start it (not timed), one warm-up session, M sessions one at a time (ms per step, timed
- * the same way for every engine: the gaps between the model requests reaching the scripted model server),
- * then C sessions with `--in-flight` of them running at once (sessions per second), then stop it. On the
- * engines built on Temporal, each sequential session's history gives its billable Temporal Cloud actions
- * and where a step's time goes; the dev server's own `action` counter is read around the sequential
- * sessions as a cross-check. Progress goes to stderr; the table (or, with `--json`, one JSON document) to
+ * All engines are started first (not timed) and get a warm-up session each. Then M rounds of one session
+ * at a time per engine, the order rotating each round (ms per step, timed the same way for every engine:
+ * the gaps between the model requests reaching the scripted model server); then, engine by engine, C
+ * sessions with `--in-flight` of them running at once (sessions per second). On the engines built on
+ * Temporal, each sequential session's history gives its billable Temporal Cloud actions and where a
+ * step's time goes; the dev server's own `action` counter, read around one session run alone, is the
+ * cross-check. Progress goes to stderr; the table (or, with `--json`, one JSON document) to
  * stdout. Run from this directory: `npm run bench -- [--steps N] [--sessions M] [--concurrent C]
  * [--in-flight F] [--engines a,b] [--json]`.
  */
@@ -65,14 +66,14 @@ interface Args {
 
 function parseCli(): Args {
   const usageLine =
-    'npx tsx bench/peers/run.ts [--steps N (10)] [--sessions M (5)] [--concurrent C (48)] [--in-flight F (16)] ' +
+    'npx tsx bench/peers/run.ts [--steps N (10)] [--sessions M (10)] [--concurrent C (48)] [--in-flight F (16)] ' +
     `[--engines ${ENGINES.map(([n]) => n).join(',')} (all)] [--json]`;
   const a = parseBenchArgs(
     'bench/peers',
     usageLine,
     {
       steps: { def: 10, min: 1, max: MAX_STEPS },
-      sessions: { def: 5, min: 1, max: 1000 },
+      sessions: { def: 10, min: 1, max: 1000 },
       concurrent: { def: 48, min: 1, max: 10_000 },
       'in-flight': { def: 16, min: 1, max: 256 },
     },
@@ -112,7 +113,7 @@ interface EngineResult {
     byKindPerSession: ActionCount;
     /** Markers by name per session (what the marker batches hold). */
     markersPerSession: ActionCount;
-    /** The dev server's `action` counter over the sequential sessions, per session (absent when unreadable). */
+    /** The dev server's `action` counter over one session run alone (absent when unreadable). */
     serverCounterPerSession?: number;
     /** The same, by the server's `action_type`. */
     serverCounterByTypePerSession?: ActionCount;
@@ -145,79 +146,134 @@ async function runConcurrently(total: number, inFlight: number, run: () => Promi
   return times;
 }
 
-/** Measures one started engine: warm-up, sequential sessions, concurrent sessions. */
-async function measure(engine: Engine, args: Args, clock: ModelRequestClock, metrics: { url: string; namespace: string } | undefined): Promise<EngineResult> {
-  const { steps, sessions } = args;
-  const id = (): string => `bench-${engine.name}-${randomUUID()}`;
-  progress(`${engine.name}: warm-up session (not counted)`);
-  await engine.runSession(id());
+/** One engine during the run: what it has measured so far, or why it stopped. */
+interface Entry {
+  name: string;
+  engine?: Engine;
+  error?: string;
+  stepMs: number[];
+  sessionMs: number[];
+  counts: ActionCount[];
+  markers: ActionCount[];
+  splits: TimeSplit[];
+  /** The server counter's growth over the engine's counter session (Temporal-based engines). */
+  counter?: ActionCount;
+  concurrentMs?: number[];
+  concurrentWallMs?: number;
+}
 
-  const stepMs: number[] = [];
-  const sessionMs: number[] = [];
-  const counts: ActionCount[] = [];
-  const markers: ActionCount[] = [];
-  const splits: TimeSplit[] = [];
-  const readCounter = () => (engine.history && metrics ? settledActionMetric(metrics.url, metrics.namespace).catch(() => undefined) : undefined);
-  const counterBefore = await readCounter();
-  for (let i = 0; i < sessions; i++) {
-    const sessionId = id();
-    clock.take();
-    const t0 = performance.now();
-    await engine.runSession(sessionId);
-    sessionMs.push(performance.now() - t0);
-    const arrivals = clock.take();
-    if (arrivals.length !== steps + 1) throw new Error(`${engine.name} session ${sessionId}: the model server saw ${arrivals.length} requests, expected ${steps + 1}`);
-    stepMs.push(...arrivals.slice(1).map((t, k) => t - arrivals[k]!));
-    if (engine.history) {
-      const events = await engine.history(sessionId);
-      counts.push(billableActions(events));
-      markers.push(markersByName(events));
-      splits.push(timeSplit(events));
-    }
-  }
-  const counterAfter = counterBefore ? await readCounter() : undefined;
-  progress(`${engine.name}: ${sessions} sequential sessions, p50 ${percentile(stepMs, 50).toFixed(1)} ms/step`);
+/** Marks an engine failed (it takes part in no later phase) and says why on stderr. */
+function fail(e: Entry, err: unknown): void {
+  e.error = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+  progress(`${e.name}: FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exitCode = 1;
+}
 
-  progress(`${engine.name}: ${args.concurrent} sessions, ${args.inFlight} in flight`);
+const sessionId = (e: Entry): string => `bench-${e.name}-${randomUUID()}`;
+
+/** One sequential session: its steps from the model server's clock, its wall time, and (Temporal) its history. */
+async function sequentialSession(e: Entry, engine: Engine, steps: number, clock: ModelRequestClock): Promise<void> {
+  const id = sessionId(e);
   clock.take();
   const t0 = performance.now();
-  const concurrentMs = await runConcurrently(args.concurrent, args.inFlight, () => engine.runSession(id()));
-  const wallMs = performance.now() - t0;
-  clock.take();
+  await engine.runSession(id);
+  e.sessionMs.push(performance.now() - t0);
+  const arrivals = clock.take();
+  if (arrivals.length !== steps + 1) throw new Error(`${e.name} session ${id}: the model server saw ${arrivals.length} requests, expected ${steps + 1}`);
+  e.stepMs.push(...arrivals.slice(1).map((t, k) => t - arrivals[k]!));
+  if (engine.history) {
+    const events = await engine.history(id);
+    e.counts.push(billableActions(events));
+    e.markers.push(markersByName(events));
+    e.splits.push(timeSplit(events));
+  }
+}
 
+/**
+ * Measures the started engines: a warm-up session each; on Temporal-based engines one session alone
+ * between two settled reads of the server's action counter; then M rounds of one sequential session per
+ * engine, the order rotating each round (so machine noise spreads over all engines, as the overhead
+ * benchmark alternates its modes); then, engine by engine, C sessions with F in flight.
+ */
+async function measureAll(entries: Entry[], args: Args, clock: ModelRequestClock, metrics: { url: string; namespace: string } | undefined): Promise<void> {
+  const live = (): Array<Entry & { engine: Engine }> => entries.filter((e): e is Entry & { engine: Engine } => !!e.engine && !e.error);
+  for (const e of live()) {
+    try {
+      progress(`${e.name}: warm-up session (not counted)`);
+      await e.engine.runSession(sessionId(e));
+      if (e.engine.history && metrics) {
+        const read = () => settledActionMetric(metrics.url, metrics.namespace).catch(() => undefined);
+        const before = await read();
+        await e.engine.runSession(sessionId(e));
+        const after = before ? await read() : undefined;
+        if (before && after) e.counter = actionDelta(before, after);
+      }
+    } catch (err) {
+      fail(e, err);
+    }
+  }
+  for (let round = 0; round < args.sessions; round++) {
+    const order = live();
+    const shift = round % Math.max(1, order.length);
+    for (const e of [...order.slice(shift), ...order.slice(0, shift)]) {
+      try {
+        await sequentialSession(e, e.engine, args.steps, clock);
+      } catch (err) {
+        fail(e, err);
+      }
+    }
+    progress(`sequential round ${round + 1}/${args.sessions} done`);
+  }
+  for (const e of live()) {
+    try {
+      progress(`${e.name}: ${args.concurrent} sessions, ${args.inFlight} in flight`);
+      clock.take();
+      const t0 = performance.now();
+      e.concurrentMs = await runConcurrently(args.concurrent, args.inFlight, () => e.engine.runSession(sessionId(e)));
+      e.concurrentWallMs = performance.now() - t0;
+      clock.take();
+    } catch (err) {
+      fail(e, err);
+    }
+  }
+}
+
+/** An engine's figures from what it measured. */
+function resultOf(e: Entry, args: Args): EngineResult {
+  const { steps } = args;
+  const base = { name: e.name, ...(e.engine ? { version: e.engine.version, durability: e.engine.durability } : {}) };
+  if (e.error || !e.concurrentMs || e.concurrentWallMs === undefined) return { ...base, error: e.error ?? 'not measured' };
   const result: EngineResult = {
-    name: engine.name,
-    version: engine.version,
-    durability: engine.durability,
+    ...base,
     sequential: {
-      sessions,
-      p50MsPerStep: round(percentile(stepMs, 50)),
-      p95MsPerStep: round(percentile(stepMs, 95)),
-      meanMsPerStep: round(mean(stepMs)),
-      meanSessionMs: round(mean(sessionMs), 1),
+      sessions: e.sessionMs.length,
+      p50MsPerStep: round(percentile(e.stepMs, 50)),
+      p95MsPerStep: round(percentile(e.stepMs, 95)),
+      meanMsPerStep: round(mean(e.stepMs)),
+      meanSessionMs: round(mean(e.sessionMs), 1),
     },
     concurrent: {
       sessions: args.concurrent,
       inFlight: args.inFlight,
-      wallMs: round(wallMs, 1),
-      sessionsPerSecond: round((args.concurrent * 1000) / wallMs),
-      p50SessionMs: round(percentile(concurrentMs, 50), 1),
+      wallMs: round(e.concurrentWallMs, 1),
+      sessionsPerSecond: round((args.concurrent * 1000) / e.concurrentWallMs),
+      p50SessionMs: round(percentile(e.concurrentMs, 50), 1),
     },
   };
-  if (counts.length > 0) {
+  if (e.counts.length > 0) {
     const perSessionMeans = (cs: ActionCount[]): ActionCount => {
       const kinds = [...new Set(cs.flatMap((c) => Object.keys(c)))];
       return Object.fromEntries(kinds.map((k) => [k, round(mean(cs.map((c) => c[k] ?? 0)))]));
     };
-    const perSession = mean(counts.map(totalActions));
+    const perSession = mean(e.counts.map(totalActions));
     result.actions = {
       perSession: round(perSession),
       perStep: round(perSession / steps),
-      byKindPerSession: perSessionMeans(counts),
-      markersPerSession: perSessionMeans(markers),
-      ...(counterBefore && counterAfter ? serverCounter(actionDelta(counterBefore, counterAfter), sessions) : {}),
+      byKindPerSession: perSessionMeans(e.counts),
+      markersPerSession: perSessionMeans(e.markers),
+      ...(e.counter ? serverCounter(e.counter, 1) : {}),
     };
-    const m = (k: keyof TimeSplit): number => round(mean(splits.map((s) => s[k])) / steps);
+    const m = (k: keyof TimeSplit): number => round(mean(e.splits.map((s) => s[k])) / steps);
     result.splitPerStepMs = {
       workflowTaskQueue: m('workflowTaskQueue'),
       workflowTaskRun: m('workflowTaskRun'),
@@ -255,7 +311,7 @@ function table(results: EngineResult[], args: Args): string {
 
 function report(results: EngineResult[], args: Args, machine: ReturnType<typeof machineFacts>): string {
   const out = [
-    `Keel and its peers: ${args.sessions} sessions one at a time + ${args.concurrent} with ${args.inFlight} in flight, ${args.steps} steps each, per engine (+1 warm-up)`,
+    `Keel and its peers: ${args.steps} steps per session; per engine ${args.sessions} sessions one at a time (rounds over all engines) + ${args.concurrent} with ${args.inFlight} in flight (+1 warm-up, +1 alone for the server counter on Temporal)`,
     machineLine(machine),
     '',
     table(results, args),
@@ -301,7 +357,6 @@ async function main(): Promise<void> {
   const scenario = peerScenario(steps);
   let stack: BenchStack | undefined;
   let clock: ModelRequestClock | undefined;
-  const results: EngineResult[] = [];
   try {
     stack = await startBenchStack({ scenarios: [scenario], taskQueuePrefix: 'bench-peers' });
     const tools = TOOL_NAMES.map((n) => {
@@ -317,28 +372,30 @@ async function main(): Promise<void> {
     const metricsUrl = await findMetricsUrl(stack.server.pid, [frontendPort]);
     progress(metricsUrl ? `temporal dev server metrics at ${metricsUrl}` : 'temporal dev server metrics not found: no server action counter');
 
-    for (const [name, start] of ENGINES.filter(([n]) => args.engines.includes(n))) {
-      progress(`${name}: starting (not timed)`);
-      let engine: Engine | undefined;
-      try {
-        engine = await start(ctx);
-        results.push(await measure(engine, args, clock, metricsUrl ? { url: metricsUrl, namespace: stack.server.namespace } : undefined));
-      } catch (err) {
-        const message = err instanceof Error ? err.message.split('\n')[0]! : String(err);
-        progress(`${name}: FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        results.push({ name, ...(engine ? { version: engine.version, durability: engine.durability } : {}), error: message });
-        process.exitCode = 1;
-      } finally {
-        await engine?.close().catch((err: unknown) => progress(`${name}: stopping failed: ${err instanceof Error ? err.message : String(err)}`));
+    const entries: Entry[] = ENGINES.filter(([n]) => args.engines.includes(n)).map(([name]) => ({ name, stepMs: [], sessionMs: [], counts: [], markers: [], splits: [] }));
+    try {
+      for (const e of entries) {
+        progress(`${e.name}: starting (not timed)`);
+        try {
+          e.engine = await ENGINES.find(([n]) => n === e.name)![1](ctx);
+        } catch (err) {
+          fail(e, err);
+        }
+      }
+      await measureAll(entries, args, clock, metricsUrl ? { url: metricsUrl, namespace: stack.server.namespace } : undefined);
+    } finally {
+      for (const e of entries.slice().reverse()) {
+        await e.engine?.close().catch((err: unknown) => progress(`${e.name}: stopping failed: ${err instanceof Error ? err.message : String(err)}`));
       }
     }
+    const results = entries.map((e) => resultOf(e, args));
 
     if (args.json) {
       const method = {
-        msPerStep: 'gap between consecutive POST /v1/messages reaching the scripted model server, sequential sessions only',
+        msPerStep: 'gap between consecutive POST /v1/messages reaching the scripted model server, sequential sessions only (rounds over all engines, order rotating)',
         sessionsPerSecond: 'concurrent sessions ÷ wall time from the first start to the last result',
         actions: "billable Temporal Cloud actions counted from each sequential session's history; perStep = perSession ÷ steps",
-        serverCounter: "the dev server's `action` metric, difference over the sequential sessions ÷ sessions",
+        serverCounter: "the dev server's `action` metric, difference over one session run alone (after the warm-up)",
       };
       process.stdout.write(`${JSON.stringify({ machine, params: { steps, sessions: args.sessions, concurrent: args.concurrent, inFlight: args.inFlight, warmupSessions: 1 }, engines: results, method }, null, 2)}\n`);
     } else {
