@@ -17,7 +17,7 @@ import { loadConfig, type KeelConfig } from '../src/config.js';
 import { startDemoServices, type DemoServices } from '../examples/support-desk/services/index.js';
 import { resolveTemporalCli, startDevServer, type DevServer } from '../src/devserver/index.js';
 import { createLogger } from '../src/logging.js';
-import { startScriptedModel, type Scenario, type ScriptedModelOptions, type ScriptedModelServer } from '../src/testing/scripted/index.js';
+import { startScriptedModel, type Scenario, type ScenarioTurn, type ScriptedModelOptions, type ScriptedModelServer } from '../src/testing/scripted/index.js';
 import type { StreamBus } from '../src/stream/index.js';
 import { createKeelWorker, type KeelWorker, type KeelWorkerOptions } from '../src/worker.js';
 
@@ -243,4 +243,38 @@ export function parseBenchArgs<K extends string, S extends string = never>(
     (Object.entries(strings) as Array<[S, { def: string }]>).map(([key, { def }]) => [key, typeof values[key] === 'string' ? values[key] : def]),
   ) as Record<S, string>;
   return { ...parsed, ...texts, json: values.json === true, usage };
+}
+
+/**
+ * The two read tools a benchmark step calls in turn: the tool's input, the demo services' path it reads,
+ * and a piece of its result the next model turn checks for.
+ */
+export const STEP_TOOLS = [
+  { name: 'get_order', input: { order_id: 'ord_1001' }, path: '/orders/ord_1001', contains: '"id":"ord_1001"' },
+  { name: 'lookup_customer', input: { customer_id: 'cust_001' }, path: '/customers/cust_001', contains: 'Ada Lovelace' },
+] as const;
+
+/** The scripted session of the overhead and peers benchmarks: N tool turns alternating the two read tools, then one `end_turn` turn. */
+export function readStepsScenario(steps: number, name: string, description: string): Scenario {
+  const turns: ScenarioTurn[] = [];
+  for (let i = 0; i < steps; i++) {
+    const tool = STEP_TOOLS[i % STEP_TOOLS.length]!;
+    const prev = i > 0 ? STEP_TOOLS[(i - 1) % STEP_TOOLS.length]! : undefined;
+    turns.push({
+      content: [
+        { type: 'text', text: `Step ${i + 1}: calling ${tool.name}.` },
+        { type: 'tool_use', name: tool.name, input: { ...tool.input } },
+      ],
+      stop_reason: 'tool_use',
+      // The model server checks that the previous step's tool result arrived intact, in every engine and mode alike.
+      ...(prev ? { expect: { tool_results: [{ is_error: false, contains: prev.contains }] } } : {}),
+    });
+  }
+  const last = STEP_TOOLS[(steps - 1) % STEP_TOOLS.length]!;
+  turns.push({
+    content: [{ type: 'text', text: `Done after ${steps} steps.` }],
+    stop_reason: 'end_turn',
+    expect: { tool_results: [{ is_error: false, contains: last.contains }] },
+  });
+  return { name, description, turns };
 }

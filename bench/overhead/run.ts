@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import Anthropic from '@anthropic-ai/sdk';
 import type { KeelClient } from '../../src/client.js';
 import type { Execution } from '../../src/workflows/types.js';
-import type { Scenario, ScenarioTurn } from '../../src/testing/scripted/index.js';
+import type { Scenario } from '../../src/testing/scripted/index.js';
 import { DEFAULT_SYSTEM_PROMPT, type KeelApp } from '../../src/app/registry.js';
 import { toModelTool, type Tool, type ToolContext, type ToolLogger } from '../../src/tools/index.js';
 import { guardedFetch } from '../../src/activities/fetch.js';
@@ -36,13 +36,11 @@ import {
   type BenchStack,
   type HistoryEvent,
   parseBenchArgs,
+  readStepsScenario,
+  STEP_TOOLS,
 } from '../support.js';
 
 /** The two read tools (of the support desk's tools module) the steps alternate between, with inputs the demo services know. */
-const STEP_TOOLS = [
-  { name: 'get_order', input: { order_id: 'ord_1001' }, contains: '"id":"ord_1001"' },
-  { name: 'lookup_customer', input: { customer_id: 'cust_001' }, contains: 'Ada Lovelace' },
-] as const;
 const TOOL_NAMES = STEP_TOOLS.map((t) => t.name);
 const PROMPT = 'Benchmark: look up the order and the customer, step by step.';
 const USER = { id: 'bench-user', roles: ['support'] };
@@ -94,27 +92,7 @@ function parseCli(): Args {
 
 /** The scripted session: N tool turns alternating the two read tools, then one end_turn turn. */
 function benchScenario(steps: number): Scenario {
-  const turns: ScenarioTurn[] = [];
-  for (let i = 0; i < steps; i++) {
-    const tool = STEP_TOOLS[i % STEP_TOOLS.length]!;
-    const prev = i > 0 ? STEP_TOOLS[(i - 1) % STEP_TOOLS.length]! : undefined;
-    turns.push({
-      content: [
-        { type: 'text', text: `Step ${i + 1}: calling ${tool.name}.` },
-        { type: 'tool_use', name: tool.name, input: { ...tool.input } },
-      ],
-      stop_reason: 'tool_use',
-      // The server checks that the previous step's tool result arrived intact, in every mode alike.
-      ...(prev ? { expect: { tool_results: [{ is_error: false, contains: prev.contains }] } } : {}),
-    });
-  }
-  const last = STEP_TOOLS[(steps - 1) % STEP_TOOLS.length]!;
-  turns.push({
-    content: [{ type: 'text', text: `Done after ${steps} steps.` }],
-    stop_reason: 'end_turn',
-    expect: { tool_results: [{ is_error: false, contains: last.contains }] },
-  });
-  return { name: `bench-overhead-${steps}`, description: `${steps} read-tool steps, then an answer (overhead benchmark)`, turns };
+  return readStepsScenario(steps, `bench-overhead-${steps}`, `${steps} read-tool steps, then an answer (overhead benchmark)`);
 }
 
 const noopLog: ToolLogger = { info() {}, warn() {}, error() {} };

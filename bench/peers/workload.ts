@@ -17,14 +17,12 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage } from 'node:http';
 import Anthropic from '@anthropic-ai/sdk';
-import type { Scenario, ScenarioTurn } from '../../src/testing/scripted/index.js';
+import type { Scenario } from '../../src/testing/scripted/index.js';
+import { readStepsScenario, STEP_TOOLS } from '../support.js';
 import type { LoopResult, ModelReply } from './loop.js';
 
 /** The read tools the steps alternate between: inputs the demo services know, the path each reads, and a string its result contains. */
-export const STEP_TOOLS = [
-  { name: 'get_order', input: { order_id: 'ord_1001' }, path: '/orders/ord_1001', contains: '"id":"ord_1001"' },
-  { name: 'lookup_customer', input: { customer_id: 'cust_001' }, path: '/customers/cust_001', contains: 'Ada Lovelace' },
-] as const;
+export { STEP_TOOLS };
 
 /** Names of the tools a session offers the model. */
 export const TOOL_NAMES = STEP_TOOLS.map((t) => t.name);
@@ -37,27 +35,7 @@ export const MAX_TOKENS = 1024;
 
 /** The scripted session: N tool turns alternating the two read tools, then one `end_turn` turn. */
 export function peerScenario(steps: number): Scenario {
-  const turns: ScenarioTurn[] = [];
-  for (let i = 0; i < steps; i++) {
-    const tool = STEP_TOOLS[i % STEP_TOOLS.length]!;
-    const prev = i > 0 ? STEP_TOOLS[(i - 1) % STEP_TOOLS.length]! : undefined;
-    turns.push({
-      content: [
-        { type: 'text', text: `Step ${i + 1}: calling ${tool.name}.` },
-        { type: 'tool_use', name: tool.name, input: { ...tool.input } },
-      ],
-      stop_reason: 'tool_use',
-      // The model server checks that the previous step's tool result arrived intact, on every engine alike.
-      ...(prev ? { expect: { tool_results: [{ is_error: false, contains: prev.contains }] } } : {}),
-    });
-  }
-  const last = STEP_TOOLS[(steps - 1) % STEP_TOOLS.length]!;
-  turns.push({
-    content: [{ type: 'text', text: `Done after ${steps} steps.` }],
-    stop_reason: 'end_turn',
-    expect: { tool_results: [{ is_error: false, contains: last.contains }] },
-  });
-  return { name: `bench-peers-${steps}`, description: `${steps} read-tool steps, then an answer (peers benchmark)`, turns };
+  return readStepsScenario(steps, `bench-peers-${steps}`, `${steps} read-tool steps, then an answer (peers benchmark)`);
 }
 
 /** Where the peers' steps go, and what they send. */
