@@ -5,15 +5,18 @@
  * running workflow; reusing a server that already answers; and idempotent search-attribute registration.
  * The real CLI comes from the same resolver (installing it into `.keel/tools` on a fresh clone).
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { encodeSearchAttributeIndexedValueType } from '@temporalio/common/lib/search-attributes.js';
 import { msToTs } from '@temporalio/common/lib/time.js';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  DEV_SERVER_DYNAMIC_CONFIG,
+  devServerTuningArgs,
   ensureTemporal,
   isTemporalUp,
   KEEL_SEARCH_ATTRIBUTES,
@@ -184,15 +187,46 @@ describe('resolveTemporalCli', () => {
   );
 });
 
+describe('devServerTuningArgs', () => {
+  it("gives Keel's dynamic config and pragmas, with the caller's values over them and null dropping one", () => {
+    expect(devServerTuningArgs({})).toEqual([
+      '--dynamic-config-value',
+      'history.transferProcessorMaxPollRPS=1000',
+      '--dynamic-config-value',
+      'history.visibilityProcessorMaxPollRPS=1000',
+      '--sqlite-pragma',
+      'journal_mode=wal',
+    ]);
+    const args = devServerTuningArgs({
+      dynamicConfig: { 'history.transferProcessorMaxPollRPS': null, 'frontend.enableUpdateWorkflowExecution': true, 'limit.blobSize.error': '2mb' },
+      sqlitePragmas: { synchronous: 'normal' },
+    });
+    expect(args).toEqual([
+      '--dynamic-config-value',
+      'history.visibilityProcessorMaxPollRPS=1000',
+      '--dynamic-config-value',
+      'frontend.enableUpdateWorkflowExecution=true',
+      '--dynamic-config-value',
+      'limit.blobSize.error="2mb"',
+      '--sqlite-pragma',
+      'journal_mode=wal',
+      '--sqlite-pragma',
+      'synchronous=normal',
+    ]);
+  });
+});
+
 describe('startDevServer', () => {
   const namespace = 'keel-test';
   let server: DevServer;
   let connection: Connection;
   let startupMs: number;
+  let dataDir: string;
 
   beforeAll(async () => {
     const t0 = Date.now();
-    server = await startDevServer({ cliPath: cli, dataDir: tempDir('dev'), port: 0, uiPort: null, namespace, log });
+    dataDir = tempDir('dev');
+    server = await startDevServer({ cliPath: cli, dataDir, port: 0, uiPort: null, namespace, log });
     startupMs = Date.now() - t0;
     connection = await Connection.connect({ address: server.address, connectTimeout: 5000 });
   });
@@ -209,6 +243,19 @@ describe('startDevServer', () => {
     expect(typeof server.pid).toBe('number');
     expect(startupMs).toBeLessThan(30_000);
     expect(await isTemporalUp(server.address)).toBe(true);
+  });
+
+  it("runs its SQLite file in WAL mode and with Keel's dynamic config", () => {
+    const db = new Database(path.join(dataDir, 'temporal.sqlite'), { readonly: true, fileMustExist: true });
+    try {
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    } finally {
+      db.close();
+    }
+    const argv = readFileSync(`/proc/${server.pid}/cmdline`, 'utf8').split('\0');
+    for (const [key, value] of Object.entries(DEV_SERVER_DYNAMIC_CONFIG)) {
+      expect(argv[argv.indexOf(`${key}=${value}`) - 1]).toBe('--dynamic-config-value');
+    }
   });
 
   it('registers the Keel search attributes in its namespace', async () => {

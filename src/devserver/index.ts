@@ -14,6 +14,9 @@ export {
   type TestServerSource,
 } from './resolve.js';
 export {
+  DEV_SERVER_DYNAMIC_CONFIG,
+  DEV_SERVER_SQLITE_PRAGMAS,
+  devServerTuningArgs,
   ensureTemporal,
   isTemporalUp,
   KEEL_SEARCH_ATTRIBUTES,
