@@ -105,7 +105,8 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
     const tools = opts.tools ?? SUPPORT_TOOLS;
     progress(`bundling workflows with ${path.relative(ROOT, tools)} and creating the worker (not timed); worker log: ${logFile}`);
     const logger = createLogger({ level: 'warn', file: logFile });
-    const workflowBundle = await bundleApp(tools, { logger: bundlerLogger(logger) });
+    // As a worker without OTEL_* settings bundles for itself: without the tracing interceptors.
+    const workflowBundle = await bundleApp(tools, { logger: bundlerLogger(logger), tracing: false });
     const streamBuses = await opts.streamBuses?.(tmp);
     if (streamBuses) {
       const { worker, gateway } = streamBuses;

@@ -17,7 +17,7 @@ export {
 } from './client.js';
 export { createKeelWorker, type KeelWorker, type KeelWorkerOptions } from './worker.js';
 export { loadConfig, ConfigError, type KeelConfig } from './config.js';
-export { bundleApp, loadApp } from './app/load.js';
+export { bundleApp, loadApp, type BundleAppOptions } from './app/load.js';
 export { startEmbeddedStack, type EmbeddedStack, type EmbeddedStackOptions } from './dev.js';
 export {
   openStore,

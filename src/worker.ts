@@ -10,7 +10,7 @@ import { Client } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Logger as PinoLogger } from 'pino';
 import { connectMcpServers, createAuditActivities, createAvailabilityActivities, createModelActivities, createToolActivities } from './activities/index.js';
-import { bundleApp, loadApp } from './app/load.js';
+import { bundleApp, loadApp, TRACING_INTERCEPTORS_MARKER } from './app/load.js';
 import type { KeelApp } from './app/registry.js';
 import { ENCRYPTED_FAILURES_MARKER, keelDataConverter } from './codec/index.js';
 import { loadConfig, modelEndpoint, temporalConnectionOptions, type KeelConfig } from './config.js';
@@ -74,11 +74,15 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
   const toolEnv = opts.toolEnv ?? process.env;
   // With codec keys, payloads and failures are encrypted (src/codec); without, the SDK's defaults.
   const dataConverter = keelDataConverter(config);
+  const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-worker'));
   const workflowBundle =
     opts.workflowBundle ??
     (config.KEEL_WORKFLOW_BUNDLE
       ? { codePath: config.KEEL_WORKFLOW_BUNDLE }
-      : await bundleApp(opts.tools, { logger: quietBundler(logger), encryptFailures: dataConverter !== undefined }));
+      : await bundleApp(opts.tools, { logger: quietBundler(logger), encryptFailures: dataConverter !== undefined, tracing: tracing !== undefined }));
+  if (tracing && !(await bundleHasMarker(workflowBundle, TRACING_INTERCEPTORS_MARKER))) {
+    logger.warn('tracing: this workflow bundle was built without the tracing interceptors (bundleApp({ tracing: false })), so workflows record no spans and activities start new traces');
+  }
   if (dataConverter) {
     logger.info({ activeKey: config.codecKeys?.active.id, keys: [...(config.codecKeys?.byId.keys() ?? [])] }, 'payload encryption on');
     if (!(await bundleHasMarker(workflowBundle, ENCRYPTED_FAILURES_MARKER))) {
@@ -91,7 +95,6 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
   const mcp = await connectMcpServers(loaded, { env: toolEnv, logger, source: opts.tools });
   const app = mcp.app;
   for (const warning of app.warnings) logger.warn({ tools: opts.tools }, warning);
-  const tracing = opts.tracing === false ? undefined : (opts.tracing ?? tracingFromEnv(process.env, 'keel-worker'));
   const traced = workerTracing(tracing, app.tools);
   let store: KeelStore;
   let stream: StreamBus;

@@ -11,8 +11,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { bundleApp } from '../src/app/load.js';
 import { readHistoryFile, replayHistory, writeHistoryFile } from '../src/replay.js';
 import { ROOT, approveUntilDone, startHarness, type Harness } from './support/harness.js';
+import { EXAMPLE_TOOLS } from './support/paths.js';
 
 const HISTORIES = path.join(ROOT, 'test', 'histories');
 const GOLDEN_SCENARIOS = ['refund-demo', 'bad-input', 'overloaded', 'kb-down'];
@@ -139,6 +141,15 @@ describe('replay', () => {
       expect(report, f).toMatchObject({ deterministic: true });
     }
   });
+
+  it('replays them on a bundle without the tracing interceptors too (what a worker that does not trace runs)', async () => {
+    const quiet = { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+    const untraced = await bundleApp(EXAMPLE_TOOLS, { logger: quiet, tracing: false });
+    for (const f of GOLDEN_FILES) {
+      const report = await replayHistory(await readHistoryFile(path.join(HISTORIES, f)), f, { workflowBundle: { code: untraced.code } });
+      expect(report, f).toMatchObject({ deterministic: true });
+    }
+  }, 60_000);
 
   it('catches an incompatible workflow change as a DeterminismViolationError', async () => {
     const changed = await bundleWorkflowCode({

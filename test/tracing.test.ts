@@ -7,10 +7,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bundleApp, TRACING_INTERCEPTORS_MARKER } from '../src/app/load.js';
 import { ConfigError } from '../src/config.js';
+import { createKeelWorker } from '../src/worker.js';
 import { tracingSettings } from '../src/telemetry/settings.js';
 import { expectUsageError, runKeel, until } from './support/processes.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './support/otlp-receiver.js';
+import { TEST_APP_TOOLS } from './support/paths.js';
 import { startTestApp, type TestApp } from './support/test-app.js';
 
 let receiver: OtlpReceiver;
@@ -136,4 +139,21 @@ describe('OTEL_* settings', () => {
     expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SDK_DISABLED: 'true' })).toBeUndefined();
     expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' })).toBeUndefined();
   });
+});
+
+// Last in this file: closing the worker below shuts this process's tracing down.
+describe('the workflow bundle and tracing', () => {
+  it('holds the tracing interceptors unless built with tracing: false, and a traced worker warns of a bundle without them', async () => {
+    const quiet = { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+    const [traced, untraced] = await Promise.all([bundleApp(TEST_APP_TOOLS, { logger: quiet }), bundleApp(TEST_APP_TOOLS, { logger: quiet, tracing: false })]);
+    expect(traced.code).toContain(TRACING_INTERCEPTORS_MARKER);
+    expect(untraced.code).not.toContain(TRACING_INTERCEPTORS_MARKER);
+
+    // The process's Temporal runtime logger is the test env's (the first worker's), so the warning lands in its file.
+    const warning = /tracing: this workflow bundle was built without the tracing interceptors/;
+    expect(readFileSync(app.env.logFile, 'utf8')).not.toMatch(warning);
+    const worker = await createKeelWorker({ tools: TEST_APP_TOOLS, config: app.env.config, workflowBundle: untraced, toolEnv: app.env.env });
+    await worker.close();
+    expect(readFileSync(app.env.logFile, 'utf8')).toMatch(warning);
+  }, 60_000);
 });

@@ -24,11 +24,14 @@ const WORKFLOWS_INDEX = fileURLToPath(new URL('../workflows/index.ts', import.me
  */
 const SDK_MODULES = path.resolve(path.dirname(createRequire(import.meta.url).resolve('@temporalio/workflow/package.json')), '..', '..');
 /**
- * Temporal's OpenTelemetry workflow interceptors, always in the bundle: they carry the trace into
- * activities' headers and hand the workflow's spans to the worker's `exporter` sink (which drops them
- * when tracing is off), so one bundle serves traced and untraced workers alike.
+ * Temporal's OpenTelemetry workflow interceptors: they carry the trace into activities' headers and hand
+ * the workflow's spans to the worker's `exporter` sink (which drops them when tracing is off). A bundle
+ * with them serves traced and untraced workers alike, but they cost every workflow task about a tenth of
+ * its time, so a worker that bundles for itself leaves them out when it does not trace.
  */
 const TRACING_INTERCEPTORS = createRequire(import.meta.url).resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors');
+/** A string only a bundle with {@link TRACING_INTERCEPTORS} contains (the interceptors' class name). */
+export const TRACING_INTERCEPTORS_MARKER = 'OpenTelemetryInboundInterceptor';
 const APP_INSTALLER = fileURLToPath(new URL('../workflows/app.ts', import.meta.url));
 
 /** The absolute path of a tools module given on a command line or in options. */
@@ -70,11 +73,23 @@ export function appEntrySource(modulePath: string): string {
   ].join('\n');
 }
 
+/** Options of {@link bundleApp}. */
+export interface BundleAppOptions {
+  logger?: BundleLogger;
+  /** Bundle the encrypting failure converter (for workers with payload encryption); default `false`. */
+  encryptFailures?: boolean;
+  /**
+   * Bundle the tracing interceptors; default `true`, so a prebuilt bundle serves traced workers too.
+   * `false` makes workflow tasks lighter for workers that never trace.
+   */
+  tracing?: boolean;
+}
+
 /**
  * Bundles Keel's workflows with a tools module (≈1–3 s). Bundle once per process, or once per test run
  * and hand the code to workers as `workflowBundle`.
  */
-export async function bundleApp(modulePath: string, opts: { logger?: BundleLogger; encryptFailures?: boolean } = {}): Promise<WorkflowBundle> {
+export async function bundleApp(modulePath: string, opts: BundleAppOptions = {}): Promise<WorkflowBundle> {
   await access(resolveToolsPath(modulePath)).catch(() => {
     throw new AppDefinitionError(`tools module ${modulePath}: no such file`);
   });
@@ -85,7 +100,7 @@ export async function bundleApp(modulePath: string, opts: { logger?: BundleLogge
   await writeFile(entry, source);
   return bundleWorkflowCode({
     workflowsPath: entry,
-    workflowInterceptorModules: [TRACING_INTERCEPTORS],
+    workflowInterceptorModules: opts.tracing === false ? [] : [TRACING_INTERCEPTORS],
     // With payload encryption, failures raised in workflow code carry their message in an encrypted payload too.
     ...(opts.encryptFailures ? { failureConverterPath: ENCRYPTED_FAILURE_CONVERTER_PATH } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
