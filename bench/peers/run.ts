@@ -43,7 +43,8 @@ import { createStepIO, ModelRequestClock, peerScenario, TOOL_NAMES, type StepTar
 
 /** Every engine, in the order they run and appear in the table. */
 const ENGINES: Array<[string, StartEngine]> = [
-  ['keel', startKeel],
+  ['keel', startKeel()],
+  ['keel-local', startKeel({ reads: 'local', model: 'local' })],
   ['temporal', startTemporal(false)],
   ['temporal-local', startTemporal(true)],
   ['restate', startRestate],

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, NativeConnection, Worker } from '@temporalio/worker';
 import type { BenchStack } from '../../support.js';
+import { DEV_SERVER_DYNAMIC_CONFIG } from '../../../src/devserver/index.js';
 import { checkSession, PROMPT } from '../workload.js';
 import { pkgVersion, sqlitePragmas, temporalServerVersion } from '../versions.js';
 import { createStepActivities } from './temporal-activities.js';
@@ -35,7 +36,8 @@ export async function devServerDurability(stack: BenchStack): Promise<string> {
   } catch {
     // The file is the dev server's; when it cannot be read, say so rather than guess.
   }
-  return `${await temporalServerVersion(stack)} (dev server): one SQLite file (journal_mode=${journal}), 1 history shard; every history write is a SQLite transaction before the server answers`;
+  const dynamic = Object.entries(DEV_SERVER_DYNAMIC_CONFIG).map(([k, v]) => `${k}=${v}`).join(', ');
+  return `${await temporalServerVersion(stack)} (dev server as Keel starts it): one SQLite file (journal_mode=${journal}, synchronous=FULL, the default), 1 history shard, dynamic config ${dynamic}; every history write is a SQLite transaction synced before the server answers`;
 }
 
 /** Starts plain Temporal with regular activities (`local: false`) or local activities (`local: true`). */
