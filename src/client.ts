@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, type SearchAttributePair } from '@temporalio/common';
 import { keelDataConverter } from './codec/index.js';
 import { defaultModel, loadConfig, temporalConnectionOptions, type KeelConfig } from './config.js';
 import {
@@ -30,6 +30,7 @@ import {
 import { clientTracing, tracingFromEnv, type KeelTracing } from './telemetry/tracing.js';
 import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
 import { RouteInputSchema, routeQuery, type RouteInputArgs, type RouteStatus } from './workflows/router.js';
+import { KeelStatus } from './workflows/search-attributes.js';
 import type { agentSession, routeRequest, toolChain } from './workflows/index.js';
 
 /** Pending approvals across sessions; sessions that did not answer (no worker) are listed apart. */
@@ -62,6 +63,14 @@ export interface SessionHandle {
   handle: WorkflowHandleWithFirstExecutionRunId<typeof agentSession>;
   /** True when `idempotent` found the session already started. */
   existing?: boolean;
+}
+
+/**
+ * `KeelStatus: running` set with the start, so the workflow need not set it (each search-attribute update
+ * is a billed action on Temporal Cloud; the start is one anyway).
+ */
+function startedRunning(searchAttributes: boolean): { typedSearchAttributes?: SearchAttributePair[] } {
+  return searchAttributes ? { typedSearchAttributes: [{ key: KeelStatus, value: 'running' }] } : {};
 }
 
 /** The memo key under which a session records who started it (encrypted with the payloads, never a search attribute). */
@@ -107,6 +116,7 @@ export class KeelClient {
       workflowId: sessionId,
       args: [parsed.data],
       memo: { [SESSION_USER_MEMO]: parsed.data.user.id },
+      ...startedRunning(parsed.data.searchAttributes),
       ...(idempotent ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),
       staticSummary: truncateBytes(firstLine, 200),
       staticDetails:
@@ -195,6 +205,7 @@ export class KeelClient {
       taskQueue: this.config.KEEL_TASK_QUEUE,
       workflowId: opts.chainId ?? `chain-${randomUUID()}`,
       args: [parsed.data],
+      ...startedRunning(parsed.data.searchAttributes),
       staticSummary: truncateBytes(`chain: ${parsed.data.steps.map((s) => s.tool).join(' → ')}`, 200),
     }) as Promise<WorkflowHandle<typeof toolChain>>;
   }

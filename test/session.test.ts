@@ -23,6 +23,13 @@ afterAll(async () => {
 
 const user = { id: 'agent-operator-1', roles: ['support'] };
 
+/** The Keel search attributes each UpsertWorkflowSearchAttributes event sets, sorted (patch markers' TemporalChangeVersion left out). */
+function keelUpserts(events: Awaited<ReturnType<typeof historyEvents>>): string[][] {
+  return events
+    .map((e) => Object.keys(e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields ?? {}).filter((k) => k.startsWith('Keel')).sort())
+    .filter((keys) => keys.length > 0);
+}
+
 
 describe('agentSession', () => {
   it('plays the refund demo to its answer, with one refund and one email in the ledger', async () => {
@@ -63,6 +70,19 @@ describe('agentSession', () => {
     demoSessionId = sessionId;
   });
 
+  it('sets KeelToolsUsed with the approval wait, not on each new tool', async () => {
+    // The refund demo's session (the first test): reads, then an irreversible refund that waits for a person.
+    const events = await historyEvents(h, demoSessionId);
+    const scheduled = (tool: string) => events.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === tool);
+    const firstToolsUpdate = events.findIndex((e) => Object.keys(e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields ?? {}).includes('KeelToolsUsed'));
+    // The reads (lookup_customer, get_order, search_kb) updated nothing; the refund's approval wait carried them.
+    expect(firstToolsUpdate).toBeGreaterThan(scheduled('search_kb'));
+    expect(firstToolsUpdate).toBeLessThan(scheduled('issue_refund'));
+    expect(keelUpserts(events)[0]).toEqual(['KeelPendingApproval', 'KeelStatus', 'KeelToolsUsed']);
+    const final = (await h.client.session(demoSessionId).describe()).typedSearchAttributes.get(KeelToolsUsed);
+    expect(final).toEqual(['lookup_customer', 'get_order', 'search_kb', 'issue_refund', 'send_email']);
+  });
+
   it('shows the session in the Web UI: summary, current details, search attributes', async () => {
     const { sessionId, handle } = await h.client.startSession({ prompt: 'Refund please\nsecond line', user, model: 'scripted/overloaded', modelRetry: { initialInterval: '50ms' } });
     const status = await h.withWorker(async () => {
@@ -75,6 +95,11 @@ describe('agentSession', () => {
     expect(desc.typedSearchAttributes.get(KeelToolsUsed)).toEqual(['get_order']);
     expect(status.state).toBe('completed');
     expect(status.events.map((e) => e.kind)).toEqual(['model', 'tool', 'model']);
+
+    // Each update is a billed action: `running` came with the start, and the read tool rode on the one update at the end.
+    const events = await historyEvents(h, sessionId);
+    expect(Object.keys(events[0]!.workflowExecutionStartedEventAttributes?.searchAttributes?.indexedFields ?? {})).toContain('KeelStatus');
+    expect(keelUpserts(events)).toEqual([['KeelIterations', 'KeelStatus', 'KeelStopReason', 'KeelToolsUsed']]);
   });
 
   it('turns an unknown tool and schema-breaking arguments into is_error results and goes on', async () => {

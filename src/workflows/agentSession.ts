@@ -191,6 +191,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
           await continueIfDue();
           if (idleMs > 0) {
             life.setStep('waiting for a message');
+            life.publishToolsUsed();
             if (audit.lean) await audit.flush();
             await condition(() => state.inbox.length > 0 || state.endRequested, idleMs);
           }

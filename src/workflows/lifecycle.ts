@@ -23,6 +23,7 @@ export interface LifecycleOptions {
   progress(): Pick<SessionStatus, 'iteration' | 'usage' | 'turn' | 'awaitingMessage' | 'run'>;
   /** Names of the tools called so far. */
   toolsUsed(): string[];
+
   /** Where the session's end is recorded. */
   audit?: AuditTrail;
   /** More lines for the details (e.g. budget use). */
@@ -47,6 +48,13 @@ export class SessionLifecycle {
   private lastPending = false;
   private lastToolsUsed = 0;
   private lastCost = 0;
+  /**
+   * Whether search-attribute changes are batched (sessions from this build on): `running` is not set again
+   * when the client set it at the start, and `KeelToolsUsed` rides on the next update (an approval wait,
+   * the cost, the end) or is set before the session waits for a message (`publishToolsUsed`). Each update
+   * is a billed action on Temporal Cloud.
+   */
+  private readonly batched: boolean;
 
   /**
    * Whether the session sets KeelIterations and KeelStopReason when it ends. Decided at the start: a patch
@@ -56,8 +64,9 @@ export class SessionLifecycle {
 
   constructor(private readonly o: LifecycleOptions) {
     this.setsEndAttributes = o.searchAttributes && patched('keel-outcome-search-attributes');
+    this.batched = o.searchAttributes && patched('keel-batched-search-attributes');
     setHandler(statusQuery, () => o.runner.status({ state: this.state, step: this.step, ...o.progress() }));
-    this.upsert([{ key: KeelStatus, value: 'running' }]);
+    if (!(this.batched && workflowInfo().typedSearchAttributes.get(KeelStatus) === 'running')) this.upsert([{ key: KeelStatus, value: 'running' }]);
   }
 
   /** Sets the human-readable step and refreshes what the Web UI shows. */
@@ -84,17 +93,35 @@ export class SessionLifecycle {
     const undone = runner.compensations.filter((c) => c.status !== 'pending');
     if (undone.length) lines.push(`**Compensations:** ${undone.map((c) => `${c.tool} ${c.status}`).join(', ')}`);
     setCurrentDetails(lines.join('\n\n'));
+    const pairs: SearchAttributeUpdatePair[] = [];
     if (pending.length > 0 !== this.lastPending && this.state === 'running') {
       this.lastPending = pending.length > 0;
-      this.upsert([
-        { key: KeelPendingApproval, value: this.lastPending },
-        { key: KeelStatus, value: this.lastPending ? 'waiting_approval' : 'running' },
-      ]);
+      pairs.push({ key: KeelPendingApproval, value: this.lastPending }, { key: KeelStatus, value: this.lastPending ? 'waiting_approval' : 'running' });
     }
-    if (toolsUsed.length !== this.lastToolsUsed) {
-      this.lastToolsUsed = toolsUsed.length;
-      this.upsert([{ key: KeelToolsUsed, value: toolsUsed }]);
+    if (!this.batched) {
+      // Sessions from before batching: one update per change, as their histories recorded.
+      if (pairs.length) this.upsert(pairs);
+      if (toolsUsed.length !== this.lastToolsUsed) {
+        this.lastToolsUsed = toolsUsed.length;
+        this.upsert([{ key: KeelToolsUsed, value: toolsUsed }]);
+      }
+      return;
     }
+    if (pairs.length) this.upsert(this.withToolsUsed(pairs));
+  }
+
+  /** Sets `KeelToolsUsed` if tools were called since it was last set: before a wait that may be long (batched sessions). */
+  publishToolsUsed(): void {
+    const pairs = this.withToolsUsed([]);
+    if (pairs.length) this.upsert(pairs);
+  }
+
+  /** `pairs` plus `KeelToolsUsed` when tools were called since it was last set (batched sessions only). */
+  private withToolsUsed(pairs: SearchAttributeUpdatePair[]): SearchAttributeUpdatePair[] {
+    const toolsUsed = this.o.toolsUsed();
+    if (!this.batched || toolsUsed.length === this.lastToolsUsed) return pairs;
+    this.lastToolsUsed = toolsUsed.length;
+    return [...pairs, { key: KeelToolsUsed, value: [...toolsUsed] }];
   }
 
   /**
@@ -115,7 +142,7 @@ export class SessionLifecycle {
       this.o.audit?.add('run_end', 'end', { outcome, reason, usage: this.o.progress().usage, compensations: compensations.map((c) => `${c.tool}: ${c.status}`) });
       await CancellationScope.nonCancellable(() => this.o.audit?.flush() ?? Promise.resolve());
       this.setStep(`failed: ${reason}`);
-      this.upsert([{ key: KeelStatus, value: isCancellation(err) ? 'cancelled' : 'failed' }, { key: KeelPendingApproval, value: false }, ...this.endAttributes(outcome)]);
+      this.upsert(this.withToolsUsed([{ key: KeelStatus, value: isCancellation(err) ? 'cancelled' : 'failed' }, { key: KeelPendingApproval, value: false }, ...this.endAttributes(outcome)]));
       this.recordEnd(outcome, outcome);
       if (isCancellation(err)) throw err;
       throw failureWithCompensations(err, compensations);
@@ -123,7 +150,7 @@ export class SessionLifecycle {
     this.state = 'completed';
     this.o.audit?.add('run_end', 'end', { outcome: 'completed', usage: this.o.progress().usage, ...ending?.(result) });
     await this.o.audit?.flush();
-    this.upsert([{ key: KeelStatus, value: 'completed' }, ...this.endAttributes(this.o.metrics?.stopReason() ?? 'completed')]);
+    this.upsert(this.withToolsUsed([{ key: KeelStatus, value: 'completed' }, ...this.endAttributes(this.o.metrics?.stopReason() ?? 'completed')]));
     this.recordEnd('completed', this.o.metrics?.stopReason() ?? 'completed');
     return result;
   }
@@ -150,7 +177,7 @@ export class SessionLifecycle {
     const rounded = Math.round(usd * 10_000) / 10_000;
     if (rounded === this.lastCost) return;
     this.lastCost = rounded;
-    this.upsert([{ key: KeelCostUsd, value: rounded }]);
+    this.upsert(this.withToolsUsed([{ key: KeelCostUsd, value: rounded }]));
   }
 
   /** Iterations and stop reason for the Web UI's list (sessions that began before these existed set none). */
