@@ -8,7 +8,7 @@
  */
 import './polyfill.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import http2 from 'node:http2';
 import { createRequire } from 'node:module';
@@ -89,6 +89,15 @@ async function durabilitySettings(bin: string, args: string[], env: NodeJS.Proce
   return found;
 }
 
+/** The last lines of a log file, or why it cannot be read. */
+function logTail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch (err) {
+    return `(cannot read ${file}: ${err instanceof Error ? err.message : String(err)})`;
+  }
+}
+
 export const startRestate: StartEngine = async ({ io, steps, tmp, progress }) => {
   const bin = serverBinary();
   const dataDir = path.join(tmp, 'restate');
@@ -160,7 +169,8 @@ export const startRestate: StartEngine = async ({ io, steps, tmp, progress }) =>
     const started = Date.now();
     // Register the deployment (retried until the admin API answers and the cluster is provisioned), then wait for the ingress.
     for (;;) {
-      if (exited !== undefined) throw new Error(`restate-server ${exited}; see ${logPath}`);
+      // The log goes with the run's directory: its last lines go into the error.
+      if (exited !== undefined) throw new Error(`restate-server ${exited}; its log ends:\n${logTail(logPath)}`);
       if (Date.now() - started > START_TIMEOUT_MS) throw new Error(`restate-server did not accept the deployment within ${START_TIMEOUT_MS / 1000} s; see ${logPath}`);
       const res = await fetch(`${admin}/deployments`, {
         method: 'POST',
