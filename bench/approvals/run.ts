@@ -1,23 +1,34 @@
 /**
  * Approvals benchmark: what does a session parked on an approval cost the worker, and how fast does it
- * resume once a person decides? Starts a dev server, the scripted model, the demo services and ONE Keel
- * worker in this process, then:
+ * resume once a person decides? Starts a dev server, the scripted model and the demo services in this
+ * process, and ONE Keel worker: by default (`--worker-process`) in a child process of its own
+ * (`bench/approvals/worker.ts`, on the workflow bundle made here), so that its memory is the worker's
+ * alone; with `--in-process`, in this process as before (its RSS then includes the client, the scripted
+ * model and the demo services). Then:
  *
- * 1. warms up (two sessions approved and finished, one per decision path) and measures this process's RSS
- *    and idle CPU (the worker is the only thing here doing Temporal work);
+ * 1. warms up (two sessions approved and finished, one per decision path) and measures the worker
+ *    process's RSS and idle CPU;
  * 2. parks N sessions: each one's first model turn asks for `issue_refund` (irreversible, so it always
- *    needs approval) and the workflow waits; once every session reports its request pending, measures
- *    RSS, idle CPU and the worker's sticky-cache size again;
+ *    needs approval) and the workflow waits; once the visibility store lists every session with its
+ *    `KeelPendingApproval` flag set, measures RSS, idle CPU and the worker's sticky-cache size again;
  * 3. for K sampled sessions per decision path (the `decideApproval` update via `KeelClient.decide`, and the
  *    `approval` signal), sequentially: approves, waits for the session to finish and reads from its history
- *    when the `issue_refund` activity was scheduled and started, and from the demo ledger when the refund
- *    row was written; all against the wall-clock time just before the decision was sent;
- * 4. approves the rest, waits for them all, checks every refund landed exactly once, and cleans up.
+ *    when the `issue_refund` activity was scheduled and started, from the worker when it began executing
+ *    it, and from the demo ledger when the refund row was written; all against the time just before the
+ *    decision was sent;
+ * 4. approves the rest, waits for them all, measures again, checks every refund landed exactly once, and
+ *    cleans up. The report ends with a verdict on the performance target (worker RSS with N parked
+ *    ≤ 300 MB, approval → tool start p95 ≤ 100 ms).
  *
  * Human progress goes to stderr; the tables (or, with `--json`, one JSON document) to stdout. Run:
- * `npx tsx --expose-gc bench/approvals/run.ts [--sessions N] [--samples K] [--concurrency C] [--max-cached M] [--json]`.
+ * `npx tsx --expose-gc bench/approvals/run.ts [--sessions N] [--samples K] [--concurrency C] [--max-cached M] [--worker-heap-mb H] [--in-process] [--json]`.
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import v8 from 'node:v8';
+import { fileURLToPath } from 'node:url';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { demoClient } from '../../examples/support-desk/services/index.js';
 import type { KeelClient } from '../../src/client.js';
@@ -30,13 +41,16 @@ import {
   percentile,
   progress,
   renderTable,
+  ROOT,
   round,
   startBenchStack,
+  SUPPORT_TOOLS,
   type BenchStack,
   type HistoryEvent,
   type MachineFacts,
   parseBenchArgs,
 } from '../support.js';
+import type { StartupRss, WorkerMessage, WorkerRequest, WorkerStats } from './worker.js';
 
 const TOOL = 'issue_refund';
 /** Order ord_1001 totals 12,900 cents and refunds add up: 1 cent each keeps N + warm-ups under the refundable total. */
@@ -49,39 +63,62 @@ const APPROVER = { id: 'bench-approver', roles: ['approver'] };
 /** The first (and only) request of each session: `<tool>-<n>`. */
 const REQUEST_ID = `${TOOL}-1`;
 const MB = 1024 * 1024;
-/** How long to let the process settle (after gc) before reading memory, and the idle-CPU window. */
+/** How long to let the worker settle (after gc) before reading memory, and the idle-CPU window. */
 const SETTLE_MS = 2000;
 const IDLE_WINDOW_MS = 5000;
 /** Give up waiting for sessions to park after this long. */
-const PARK_TIMEOUT_MS = 10 * 60_000;
+const PARK_TIMEOUT_MS = 30 * 60_000;
+/** Give up on the worker process reporting ready, and on it exiting after being told to, after these. */
+const WORKER_READY_TIMEOUT_MS = 180_000;
+const WORKER_EXIT_TIMEOUT_MS = 30_000;
+/** The worker process's entry point. */
+const WORKER_SCRIPT = fileURLToPath(new URL('./worker.ts', import.meta.url));
+/** The performance target: with the sessions parked, the worker's RSS and the approval → tool start p95. */
+const TARGET = { sessions: 10_000, rssMB: 300, p95Ms: 100 } as const;
 
 type Via = 'update' | 'signal';
+type Mode = 'process' | 'in-process';
 
 interface Args {
   sessions: number;
   samples: number;
   concurrency: number;
   maxCached: number | undefined;
+  /** Process mode: `--max-old-space-size` of the worker process. */
+  workerHeapMB: number | undefined;
+  mode: Mode;
   json: boolean;
 }
 
+const MODE_FLAGS: Record<string, Mode> = { '--worker-process': 'process', '--in-process': 'in-process' };
+
 function parseCli(): Args {
+  // The two mode flags are taken out before the shared parser (whole-number and string options only) sees the rest.
+  const modes = process.argv.slice(2).filter((a) => a in MODE_FLAGS);
+  process.argv = process.argv.filter((a, i) => i < 2 || !(a in MODE_FLAGS));
   const a = parseBenchArgs(
     'bench/approvals',
-    'npx tsx --expose-gc bench/approvals/run.ts [--sessions N (1000)] [--samples K (50)] [--concurrency C (50)] [--max-cached M] [--json]',
+    'npx tsx --expose-gc bench/approvals/run.ts [--sessions N (1000)] [--samples K (50)] [--concurrency C (50)] [--max-cached M] [--worker-heap-mb H] [--worker-process (default) | --in-process] [--json]',
     {
       sessions: { def: 1000, min: 2, max: REFUNDABLE_CENTS - WARMUP_SESSIONS },
       samples: { def: 50, min: 1, max: 5000 },
       concurrency: { def: 50, min: 1, max: 500 },
       'max-cached': { def: Number.NaN, min: 0, max: 100_000 },
+      'worker-heap-mb': { def: Number.NaN, min: 64, max: 65_536 },
     },
   );
+  const mode: Mode = modes.length > 0 ? MODE_FLAGS[modes[0]!]! : 'process';
+  const workerHeapMB = Number.isNaN(a['worker-heap-mb']) ? undefined : a['worker-heap-mb'];
+  if (workerHeapMB !== undefined && mode === 'in-process') a.usage('--worker-heap-mb applies to the worker process, not to --in-process');
+  if (new Set(modes.map((m) => MODE_FLAGS[m])).size > 1) a.usage('--worker-process and --in-process exclude each other');
   if (2 * a.samples > a.sessions) a.usage(`--samples ${a.samples} needs at least ${2 * a.samples} parked sessions (K per decision path), got --sessions ${a.sessions}`);
   return {
     sessions: a.sessions,
     samples: a.samples,
     concurrency: a.concurrency,
     maxCached: Number.isNaN(a['max-cached']) ? undefined : a['max-cached'],
+    workerHeapMB,
+    mode,
     json: a.json,
   };
 }
@@ -122,73 +159,271 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T, index: 
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const gc = (globalThis as { gc?: () => void }).gc;
+/** Epoch ms with sub-ms precision (`performance.timeOrigin + performance.now()`), comparable across processes of one host. */
+const nowMs = (): number => performance.timeOrigin + performance.now();
 
-/** Memory and CPU of this process (the worker's) and of the dev server at one point in time. */
-interface Snapshot {
-  rssMB: number;
-  /** Main-thread V8 heap only: workflows run in the SDK's workflow worker thread, which this does not see. */
-  heapUsedMB: number;
-  cachedWorkflows: number;
-  /** This process's CPU (user + system) over an idle window, in ms per second of wall time. */
-  idleCpuMsPerS: number;
-  /** The dev server's RSS and idle CPU, when its process can be read from /proc. */
-  serverRssMB: number | undefined;
-  serverIdleCpuMsPerS: number | undefined;
-}
-
-/** RSS (MB) and cumulative CPU time (ms) of another process, from /proc; undefined off Linux. */
-function procStats(pid: number | undefined): { rssMB: number; cpuMs: number } | undefined {
+/** RSS, peak RSS (MB) and cumulative CPU time (ms) of a process, from /proc; undefined off Linux. */
+function procStats(pid: number | undefined): { rssMB: number; peakRssMB: number | undefined; cpuMs: number } | undefined {
   if (pid === undefined) return undefined;
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const rssKB = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1]);
+    const peakKB = Number(/^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1]);
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15, in clock ticks (100/s).
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const ticks = Number(fields[11]) + Number(fields[12]);
     if (!Number.isFinite(rssKB) || !Number.isFinite(ticks)) return undefined;
-    return { rssMB: rssKB / 1024, cpuMs: ticks * 10 };
+    return { rssMB: rssKB / 1024, peakRssMB: Number.isFinite(peakKB) ? peakKB / 1024 : undefined, cpuMs: ticks * 10 };
   } catch {
     return undefined;
   }
 }
 
-/** Collects garbage (when exposed), lets things settle, then samples memory and an idle CPU window. */
-async function snapshot(stack: BenchStack): Promise<Snapshot> {
-  gc?.();
-  await sleep(SETTLE_MS);
-  gc?.();
-  const mem = process.memoryUsage();
-  const cachedWorkflows = stack.keelWorker.worker.getStatus().numCachedWorkflows;
-  const server0 = procStats(stack.server.pid);
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  await sleep(IDLE_WINDOW_MS);
-  const cpu = process.cpuUsage(cpu0);
-  const wallS = (performance.now() - t0) / 1000;
-  const server1 = procStats(stack.server.pid);
-  return {
-    rssMB: round(mem.rss / MB, 1),
-    heapUsedMB: round(mem.heapUsed / MB, 1),
-    cachedWorkflows,
-    idleCpuMsPerS: round((cpu.user + cpu.system) / 1000 / wallS, 1),
-    serverRssMB: server0 ? round(server0.rssMB, 1) : undefined,
-    serverIdleCpuMsPerS: server0 && server1 ? round((server1.cpuMs - server0.cpuMs) / wallS, 1) : undefined,
-  };
+/** The one Keel worker the benchmark runs against, in this process or in a child process. */
+interface WorkerSide {
+  mode: Mode;
+  pid: number;
+  maxCachedWorkflows: number;
+  /** The V8 heap limit where the worker runs (MB; the SDK's default maxCachedWorkflows derives from it). */
+  heapLimitMB: number;
+  /** Whether `global.gc()` is available where the worker runs. */
+  gcExposed: boolean;
+  /** Process mode: the child's clock minus this process's (ms), measured over the IPC channel, and that round trip's length. */
+  clock: { offsetMs: number; rttMs: number } | undefined;
+  /** Process mode: the worker process's RSS along its start-up. */
+  startupRss: StartupRss | undefined;
+  /** The worker process's own figures, after `global.gc()`, `settleMs` and another collection when `settleMs` > 0. */
+  stats(settleMs: number): Promise<WorkerStats>;
+  /** When the worker began executing the session's first issue_refund attempt (epoch ms, sub-ms), if it did. */
+  toolStartedAt(workflowId: string): Promise<number | undefined>;
+  /** Runs `fn` while the worker polls; fails at once if the worker process dies. */
+  run<T>(fn: () => Promise<T>): Promise<T>;
+  /** Stops the worker process (in-process: nothing; the stack closes its worker). */
+  close(): Promise<void>;
 }
 
-/** performance.now() when the worker began executing each session's first issue_refund attempt, by workflow ID. */
+/** In-process mode: when the worker began executing each session's first issue_refund attempt, by workflow ID. */
 const toolStartedAt = new Map<string, number>();
-/** Records the tool start on the worker side, before the tool's own code runs. */
+/** Records the tool start on the worker side, before the tool's own code runs (worker.ts has the same for its process). */
 const toolStartRecorder: ActivityInterceptorsFactory = (ctx) => ({
   inbound: {
     execute(input, next) {
       const { activityType, workflowExecution, attempt } = ctx.info;
-      if (activityType === TOOL && attempt === 1 && workflowExecution) toolStartedAt.set(workflowExecution.workflowId, performance.now());
+      if (activityType === TOOL && attempt === 1 && workflowExecution) toolStartedAt.set(workflowExecution.workflowId, nowMs());
       return next(input);
     },
   },
 });
+
+/** This process's figures, shaped as the worker process reports its own. */
+async function ownStats(settleMs: number, numCachedWorkflows: () => number): Promise<WorkerStats> {
+  if (settleMs > 0) {
+    gc?.();
+    await sleep(settleMs);
+    gc?.();
+  }
+  const mem = process.memoryUsage();
+  const peak = procStats(process.pid)?.peakRssMB;
+  return {
+    rss: mem.rss,
+    peakRss: peak === undefined ? undefined : peak * MB,
+    heapUsed: mem.heapUsed,
+    external: mem.external,
+    arrayBuffers: mem.arrayBuffers,
+    numCachedWorkflows: numCachedWorkflows(),
+    cpu: process.cpuUsage(),
+    at: nowMs(),
+  };
+}
+
+/** `--in-process`: the stack's worker, run in this process with the tool-start interceptor. */
+function inProcessWorker(s: BenchStack): WorkerSide {
+  const { worker } = s.keelWorker;
+  return {
+    mode: 'in-process',
+    pid: process.pid,
+    maxCachedWorkflows: worker.options.maxCachedWorkflows,
+    heapLimitMB: v8.getHeapStatistics().heap_size_limit / MB,
+    gcExposed: gc !== undefined,
+    clock: undefined,
+    startupRss: undefined,
+    stats: (settleMs) => ownStats(settleMs, () => worker.getStatus().numCachedWorkflows),
+    toolStartedAt: (id) => Promise.resolve(toolStartedAt.get(id)),
+    run: (fn) => worker.runUntil(fn),
+    close: () => Promise.resolve(),
+  };
+}
+
+/** A request to the worker process, without its ID. */
+type RequestBody = { [K in WorkerRequest['op']]: Omit<Extract<WorkerRequest, { op: K }>, 'id'> }[WorkerRequest['op']];
+
+/**
+ * `--worker-process` (the default): writes the workflow bundle the stack made to a file, closes the
+ * stack's in-process worker before any session exists (it is never run with work; the SDK releases the
+ * connection only once `run()` has ended, so closing it starts and stops its pollers on an empty task
+ * queue), then starts `worker.ts` with the stack's configuration and waits until it polls.
+ */
+async function startWorkerProcess(s: BenchStack, maxCached: number | undefined, heapMB: number | undefined): Promise<WorkerSide> {
+  const bundle = s.keelWorker.worker.options.workflowBundle;
+  if (!bundle || !('code' in bundle)) throw new Error("the stack's worker holds no workflow bundle code to hand to the worker process");
+  const bundlePath = path.join(s.tmp, 'workflow-bundle.js');
+  await writeFile(bundlePath, bundle.code);
+
+  // Closed once here; the stack's own close() later finds it closed.
+  const kw = s.keelWorker;
+  const closeInProcess = kw.close.bind(kw);
+  let inProcessClosed: Promise<void> | undefined;
+  kw.close = () => (inProcessClosed ??= closeInProcess());
+  await kw.close();
+
+  const logFile = path.join(s.tmp, 'worker-process.log');
+  const env: Record<string, string> = {
+    TEMPORAL_ADDRESS: s.config.TEMPORAL_ADDRESS,
+    KEEL_TASK_QUEUE: s.config.KEEL_TASK_QUEUE,
+    ANTHROPIC_BASE_URL: s.model.url,
+    KEEL_DEMO_URL: s.demo.url,
+    KEEL_DATA_DIR: s.tmp,
+    KEEL_LOG_LEVEL: 'warn',
+    KEEL_LOG_FILE: logFile,
+  };
+  const argv = ['--import', 'tsx', '--expose-gc', ...(heapMB !== undefined ? [`--max-old-space-size=${heapMB}`] : []), WORKER_SCRIPT, '--tools', SUPPORT_TOOLS, '--bundle', bundlePath];
+  if (maxCached !== undefined) argv.push('--max-cached', String(maxCached));
+  const shown = (x: string): string => (x.startsWith(ROOT) ? path.relative(ROOT, x) : x);
+  progress(`starting the worker process: node ${argv.map(shown).join(' ')} (log: ${logFile})`);
+  const child = spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+
+  // Its output goes to stderr, never stdout (which holds the report); the last lines explain an early exit.
+  const tail: string[] = [];
+  const forward = (chunk: Buffer): void => {
+    for (const line of chunk.toString().split('\n').filter(Boolean)) {
+      progress(`worker process: ${line}`);
+      tail.push(line);
+      if (tail.length > 20) tail.shift();
+    }
+  };
+  child.stdout!.on('data', forward);
+  child.stderr!.on('data', forward);
+
+  const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  let exitError: Error | undefined;
+  let onReady: ((m: Extract<WorkerMessage, { type: 'ready' }>) => void) | undefined;
+  const exited = new Promise<never>((_, reject) => {
+    child.once('exit', (code, signal) => {
+      exitError = new Error(`the worker process exited (${signal ?? `code ${code}`})${tail.length ? `; its last output:\n${tail.join('\n')}` : ''}`);
+      for (const p of pending.values()) p.reject(exitError);
+      pending.clear();
+      reject(exitError);
+    });
+  });
+  exited.catch(() => undefined);
+  child.on('message', (m: WorkerMessage) => {
+    if (m.type === 'ready') onReady?.(m);
+    else if (m.type === 'failed') tail.push(m.error);
+    else {
+      const p = pending.get(m.id);
+      pending.delete(m.id);
+      if (m.ok) p?.resolve(m.value);
+      else p?.reject(new Error(`worker process: ${m.error}`));
+    }
+  });
+  let seq = 0;
+  const request = <T>(body: RequestBody): Promise<T> => {
+    if (exitError) return Promise.reject(exitError);
+    const id = ++seq;
+    return new Promise<T>((resolve, reject) => {
+      pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      child.send({ ...body, id } as WorkerRequest);
+    });
+  };
+  const close = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const gone = exited.catch(() => undefined);
+    await request({ op: 'shutdown' }).catch(() => undefined);
+    const timer = setTimeout(() => {
+      progress(`the worker process did not exit within ${WORKER_EXIT_TIMEOUT_MS / 1000} s of shutdown: killing it`);
+      child.kill('SIGKILL');
+    }, WORKER_EXIT_TIMEOUT_MS);
+    await gone;
+    clearTimeout(timer);
+  };
+
+  try {
+    let timer: NodeJS.Timeout | undefined;
+    const ready = await Promise.race([
+      new Promise<Extract<WorkerMessage, { type: 'ready' }>>((resolve) => (onReady = resolve)),
+      exited,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the worker process was not ready after ${WORKER_READY_TIMEOUT_MS / 1000} s`)), WORKER_READY_TIMEOUT_MS))),
+    ]).finally(() => clearTimeout(timer));
+    // The clocks: the round trip with the shortest time bounds the offset by half of it.
+    let clock: { offsetMs: number; rttMs: number } | undefined;
+    for (let i = 0; i < 20; i++) {
+      const a = nowMs();
+      const b = await request<number>({ op: 'clock' });
+      const c = nowMs();
+      if (!clock || c - a < clock.rttMs) clock = { offsetMs: b - (a + c) / 2, rttMs: c - a };
+    }
+    progress(`worker process ${ready.pid} ready (maxCachedWorkflows ${ready.maxCachedWorkflows}); clock offset ${clock!.offsetMs.toFixed(3)} ms (IPC round trip ${clock!.rttMs.toFixed(3)} ms)`);
+    return {
+      mode: 'process',
+      pid: ready.pid,
+      maxCachedWorkflows: ready.maxCachedWorkflows,
+      heapLimitMB: ready.heapLimit / MB,
+      gcExposed: ready.gcExposed,
+      clock,
+      startupRss: ready.startupRss,
+      stats: (settleMs) => request<WorkerStats>({ op: 'stats', settleMs }),
+      toolStartedAt: async (workflowId) => (await request<number | null>({ op: 'toolStart', workflowId })) ?? undefined,
+      run: (fn) => Promise.race([fn(), exited]),
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** Memory and CPU of the worker process and of the dev server at one point in time. */
+interface Snapshot {
+  rssMB: number;
+  /** The worker process's peak RSS so far (VmHWM), when /proc is readable. */
+  peakRssMB: number | undefined;
+  /** Main-thread V8 heap only: workflows run in the SDK's workflow worker thread, which this does not see. */
+  heapUsedMB: number;
+  externalMB: number;
+  cachedWorkflows: number;
+  /** The worker process's CPU (user + system, all threads) over an idle window, in ms per second of wall time. */
+  idleCpuMsPerS: number;
+  /** Process mode: this process's RSS (client, scripted model, demo services), after its own gc. */
+  benchRssMB: number | undefined;
+  /** The dev server's RSS and idle CPU, when its process can be read from /proc. */
+  serverRssMB: number | undefined;
+  serverIdleCpuMsPerS: number | undefined;
+}
+
+/** Collects garbage in the worker (when exposed), lets it settle, samples memory, then an idle CPU window. */
+async function snapshot(stack: BenchStack, worker: WorkerSide): Promise<Snapshot> {
+  if (worker.mode === 'process') gc?.();
+  const m0 = await worker.stats(SETTLE_MS);
+  const benchRss = worker.mode === 'process' ? process.memoryUsage().rss : undefined;
+  const server0 = procStats(stack.server.pid);
+  await sleep(IDLE_WINDOW_MS);
+  const m1 = await worker.stats(0);
+  const server1 = procStats(stack.server.pid);
+  const wallS = (m1.at - m0.at) / 1000;
+  const cpuMs = (m1.cpu.user + m1.cpu.system - m0.cpu.user - m0.cpu.system) / 1000;
+  return {
+    rssMB: round(m0.rss / MB, 1),
+    peakRssMB: m0.peakRss === undefined ? undefined : round(m0.peakRss / MB, 1),
+    heapUsedMB: round(m0.heapUsed / MB, 1),
+    externalMB: round(m0.external / MB, 1),
+    cachedWorkflows: m0.numCachedWorkflows,
+    idleCpuMsPerS: round(cpuMs / wallS, 1),
+    benchRssMB: benchRss === undefined ? undefined : round(benchRss / MB, 1),
+    serverRssMB: server0 ? round(server0.rssMB, 1) : undefined,
+    serverIdleCpuMsPerS: server0 && server1 ? round((server1.cpuMs - server0.cpuMs) / wallS, 1) : undefined,
+  };
+}
 
 const decision: ApprovalDecision = { requestId: REQUEST_ID, decision: 'approve', approver: APPROVER, reason: 'benchmark' };
 
@@ -211,7 +446,7 @@ function checkResult(sessionId: string, r: SessionResult): string {
   return call.idempotencyKey;
 }
 
-/** One sampled approval: times in ms after the wall-clock instant just before the decision was sent. */
+/** One sampled approval: times in ms after the instant just before the decision was sent (epoch ms, sub-ms: `performance.timeOrigin + performance.now()`). */
 interface Sample {
   via: Via;
   sessionId: string;
@@ -223,7 +458,7 @@ interface Sample {
   toolScheduledMs: number;
   /** ActivityTaskStarted of issue_refund (server time): the server handed the activity task to the worker. */
   activityStartedMs: number;
-  /** The worker began executing the issue_refund activity (an inbound activity interceptor, this process's clock). THE tool start. */
+  /** The worker began executing the issue_refund activity (an inbound activity interceptor, the worker process's clock). THE tool start. */
   toolStartedMs: number;
   /** The demo ledger's refund row was written (created_at, ms resolution): the side effect happened. */
   refundWrittenMs: number;
@@ -271,9 +506,37 @@ function latencyRow(via: Via, samples: Sample[]): LatencyRow {
   };
 }
 
+/** The performance target's two parts, judged on this run. */
+interface Verdict {
+  rssParkedMB: number;
+  rssMet: boolean;
+  p95Ms: Record<Via, number>;
+  p95Met: boolean;
+  met: boolean;
+}
+
 interface Report {
   machine: MachineFacts;
-  params: { sessions: number; samplesPerPath: number; concurrency: number; warmupSessions: number; maxCachedWorkflows: number; maxCachedWorkflowsSetBy: string; gcExposed: boolean };
+  params: {
+    sessions: number;
+    samplesPerPath: number;
+    concurrency: number;
+    warmupSessions: number;
+    maxCachedWorkflows: number;
+    maxCachedWorkflowsSetBy: string;
+    /** V8 heap limit of the worker process (MB); `--worker-heap-mb` sets it. */
+    workerHeapLimitMB: number;
+    workerHeapLimitSetBy: string;
+    gcExposed: boolean;
+  };
+  worker: {
+    mode: Mode;
+    pid: number;
+    clockOffsetMs: number | undefined;
+    clockRttMs: number | undefined;
+    /** MB; process mode only. */
+    startupRssMB: { started: number; imported: number; created: number; running: number } | undefined;
+  };
   memory: {
     before: Snapshot;
     parked: Snapshot;
@@ -285,15 +548,35 @@ interface Report {
   latencyMs: LatencyRow[];
   drainSeconds: number;
   refundsInLedger: number;
+  target: { sessions: number; rssMB: number; p95Ms: number; verdict: Verdict };
 }
 
 const f1 = (x: number | undefined): string => (x === undefined ? 'n/a' : x.toFixed(1));
 
+function judge(parked: Snapshot, latency: LatencyRow[]): Verdict {
+  const p95Ms = Object.fromEntries(latency.map((l) => [l.via, l.toolStarted.p95])) as Record<Via, number>;
+  const rssMet = parked.rssMB <= TARGET.rssMB;
+  const p95Met = latency.every((l) => l.toolStarted.p95 <= TARGET.p95Ms);
+  return { rssParkedMB: parked.rssMB, rssMet, p95Ms, p95Met, met: rssMet && p95Met };
+}
+
 function render(r: Report): string {
   const { before, parked, drained } = r.memory;
+  const inProcess = r.worker.mode === 'in-process';
   const memTable = renderTable(
-    ['sessions parked', 'RSS before MB', 'RSS after MB', 'delta MB', 'delta per session KB', 'cached workflows'],
-    [[String(r.params.sessions), f1(before.rssMB), f1(parked.rssMB), f1(r.memory.deltaMB), f1(r.memory.deltaPerSessionKB), `${before.cachedWorkflows} → ${parked.cachedWorkflows}`]],
+    ['sessions parked', 'max cached', 'RSS before MB', 'RSS parked MB', 'RSS drained MB', 'delta MB', 'delta per session KB', 'cached workflows'],
+    [
+      [
+        String(r.params.sessions),
+        String(r.params.maxCachedWorkflows),
+        f1(before.rssMB),
+        f1(parked.rssMB),
+        f1(drained.rssMB),
+        f1(r.memory.deltaMB),
+        f1(r.memory.deltaPerSessionKB),
+        `${before.cachedWorkflows} → ${parked.cachedWorkflows} → ${drained.cachedWorkflows}`,
+      ],
+    ],
   );
   const pair = (x: { p50: number; p95: number }): string => `${x.p50.toFixed(1)} / ${x.p95.toFixed(1)}`;
   const latTable = renderTable(
@@ -310,32 +593,55 @@ function render(r: Report): string {
     ]),
   );
   const main = r.latencyMs.map((l) => `${l.via} p50 ${l.toolStarted.p50.toFixed(1)} ms, p95 ${l.toolStarted.p95.toFixed(1)} ms`).join('; ');
+  const row = (label: string, pick: (s: Snapshot) => number | undefined, note = ''): string =>
+    `${label.padEnd(17)}${f1(pick(before)).padStart(10)}  ${f1(pick(parked)).padStart(10)}  ${f1(pick(drained)).padStart(10)}${note ? `   ${note}` : ''}`;
+  const v = r.target.verdict;
+  const metWord = (ok: boolean): string => (ok ? 'met' : 'NOT MET');
+  const caveats = [
+    ...(r.params.sessions < TARGET.sessions ? [`measured with ${r.params.sessions} sessions parked, not the target's ${TARGET.sessions.toLocaleString('en-US')}`] : []),
+    ...(inProcess ? ['in-process: the RSS includes the client, scripted model and demo services; run with --worker-process for the worker alone'] : []),
+  ];
   return [
     `Keel approvals benchmark: ${r.params.sessions} sessions parked on an ${TOOL} approval, ${r.params.samplesPerPath} approvals sampled per decision path`,
     `${machineLine(r.machine)}; gc ${r.params.gcExposed ? 'exposed' : 'NOT exposed (run with --expose-gc)'}`,
-    `worker: maxCachedWorkflows ${r.params.maxCachedWorkflows} (${r.params.maxCachedWorkflowsSetBy}); parking took ${r.parkSeconds.toFixed(1)} s at concurrency ${r.params.concurrency}`,
+    `worker: ${inProcess ? `in this process (--in-process), pid ${r.worker.pid}` : `its own process (pid ${r.worker.pid}), clock offset ${r.worker.clockOffsetMs?.toFixed(3)} ms ± ${((r.worker.clockRttMs ?? 0) / 2).toFixed(3)} ms`}; maxCachedWorkflows ${r.params.maxCachedWorkflows} (${r.params.maxCachedWorkflowsSetBy}); V8 heap limit ${r.params.workerHeapLimitMB} MB (${r.params.workerHeapLimitSetBy}); parking took ${r.parkSeconds.toFixed(1)} s at concurrency ${r.params.concurrency}`,
     '',
-    'Worker process (this process: worker + client + scripted model + demo services), after gc and 2 s settle:',
+    inProcess
+      ? 'Worker process (this process: worker + client + scripted model + demo services), after gc and 2 s settle:'
+      : 'Worker process (the Keel worker alone, in its own process), after gc and 2 s settle:',
     memTable,
+    ...(r.worker.startupRssMB
+      ? [
+          `worker process start-up RSS MB (after gc): node + tsx ${f1(r.worker.startupRssMB.started)} → Keel's modules imported ${f1(r.worker.startupRssMB.imported)} → createKeelWorker done ${f1(r.worker.startupRssMB.created)} → polling ${f1(r.worker.startupRssMB.running)}`,
+        ]
+      : []),
     '',
     `                     before      parked      all approved and done`,
-    `RSS MB           ${f1(before.rssMB).padStart(10)}  ${f1(parked.rssMB).padStart(10)}  ${f1(drained.rssMB).padStart(10)}`,
+    row('RSS MB', (s) => s.rssMB),
+    row('peak RSS MB', (s) => s.peakRssMB, '(VmHWM: the most the process has held so far)'),
     `cached workflows ${String(before.cachedWorkflows).padStart(10)}  ${String(parked.cachedWorkflows).padStart(10)}  ${String(drained.cachedWorkflows).padStart(10)}`,
-    `main heap MB     ${f1(before.heapUsedMB).padStart(10)}  ${f1(parked.heapUsedMB).padStart(10)}  ${f1(drained.heapUsedMB).padStart(10)}   (main thread only; workflows live in the SDK's workflow thread)`,
-    `idle CPU ms/s    ${f1(before.idleCpuMsPerS).padStart(10)}  ${f1(parked.idleCpuMsPerS).padStart(10)}  ${f1(drained.idleCpuMsPerS).padStart(10)}   (over ${IDLE_WINDOW_MS / 1000} s with nothing to do)`,
-    `dev server RSS MB${f1(before.serverRssMB).padStart(10)}  ${f1(parked.serverRssMB).padStart(10)}  ${f1(drained.serverRssMB).padStart(10)}   (separate process; where parked sessions actually live)`,
-    `dev server CPU   ${f1(before.serverIdleCpuMsPerS).padStart(10)}  ${f1(parked.serverIdleCpuMsPerS).padStart(10)}  ${f1(drained.serverIdleCpuMsPerS).padStart(10)}   (ms/s, same window)`,
+    row('main heap MB', (s) => s.heapUsedMB, "(main thread only; workflows live in the SDK's workflow thread)"),
+    row('external MB', (s) => s.externalMB, '(main thread)'),
+    row('idle CPU ms/s', (s) => s.idleCpuMsPerS, `(worker process, over ${IDLE_WINDOW_MS / 1000} s with nothing to do)`),
+    ...(inProcess ? [] : [row('bench process RSS', (s) => s.benchRssMB, '(MB: client, scripted model, demo services; not the worker)')]),
+    row('dev server RSS MB', (s) => s.serverRssMB, '(separate process; where parked sessions actually live)'),
+    row('dev server CPU', (s) => s.serverIdleCpuMsPerS, '(ms/s, same window)'),
     '',
     'Approval → tool, ms after the decision was sent (p50 / p95), sequential, one session at a time:',
     latTable,
     '',
     `approval → tool start: ${main}`,
-    `  tool start = the worker began executing the ${TOOL} activity (inbound activity interceptor), measured on this process's clock from just before the decision was sent.`,
+    `  tool start = the worker began executing the ${TOOL} activity (inbound activity interceptor), on the worker process's clock (performance.timeOrigin + performance.now(), same host), from just before the decision was sent.`,
     'call returned: update = the update completed (the workflow accepted it and ran the handler); signal = the server stored the signal.',
     `decision in history / activity scheduled / activity started: server event times (WorkflowExecutionUpdateAccepted or WorkflowExecutionSignaled; ActivityTaskScheduled, ActivityTaskStarted of ${TOOL}).`,
     `refund written: the demo ledger row's created_at (ms resolution): the tool's HTTP call reached the downstream.`,
     `drain: approving the other ${r.params.sessions - 2 * r.params.samplesPerPath} sessions and waiting for all took ${r.drainSeconds.toFixed(1)} s; ${r.refundsInLedger} refunds in the ledger (${r.params.sessions} + ${r.params.warmupSessions} warm-up), each key once.`,
     'Timings and RSS on this shared machine are noisy; compare within one run, not across runs or machines.',
+    '',
+    `target (${TARGET.sessions.toLocaleString('en-US')} sessions parked: worker RSS ≤ ${TARGET.rssMB} MB with the cache bound; approval → tool start p95 ≤ ${TARGET.p95Ms} ms):`,
+    `  worker RSS parked ${v.rssParkedMB.toFixed(1)} MB ≤ ${TARGET.rssMB} MB: ${metWord(v.rssMet)}`,
+    `  tool start p95 ${r.latencyMs.map((l) => `${l.via} ${l.toolStarted.p95.toFixed(1)} ms`).join(', ')} ≤ ${TARGET.p95Ms} ms: ${metWord(v.p95Met)}`,
+    `verdict: target ${v.met ? 'met' : 'not met'}${caveats.length ? ` (${caveats.join('; ')})` : ''}`,
   ].join('\n');
 }
 
@@ -345,41 +651,60 @@ async function main(): Promise<void> {
   const scenario = approvalScenario();
   const model = `scripted/${scenario.name}`;
   const machine = machineFacts();
-  if (!gc) progress('global.gc is not exposed: memory is read without forcing a collection (run with `npx tsx --expose-gc`)');
+  if (!gc) progress('global.gc is not exposed here: memory is read without forcing a collection (run with `npx tsx --expose-gc`)');
 
   let stack: BenchStack | undefined;
+  let worker: WorkerSide | undefined;
   try {
     stack = await startBenchStack({
       scenarios: [scenario],
       taskQueuePrefix: 'bench-approvals',
-      worker: {
-        interceptors: { activity: [toolStartRecorder] },
-        ...(args.maxCached !== undefined ? { maxCachedWorkflows: args.maxCached } : {}),
-      },
+      // In process mode this worker is closed unused; worker.ts gets the same options.
+      worker:
+        args.mode === 'in-process'
+          ? { interceptors: { activity: [toolStartRecorder] }, ...(args.maxCached !== undefined ? { maxCachedWorkflows: args.maxCached } : {}) }
+          : {},
     });
     const s = stack;
     const { client } = s;
-    const effectiveMaxCached = s.keelWorker.worker.options.maxCachedWorkflows;
+    worker = args.mode === 'process' ? await startWorkerProcess(s, args.maxCached, args.workerHeapMB) : inProcessWorker(s);
+    const w = worker;
     const runId = Date.now().toString(36);
     const ids = Array.from({ length: sessions }, (_, i) => `bench-approval-${runId}-${String(i).padStart(5, '0')}`);
     const start = (sessionId: string): Promise<unknown> =>
       client.startSession({ sessionId, prompt: PROMPT, user: USER, model, tools: [TOOL], maxIterations: 2, maxTokens: 256 });
-    /** Polls the pendingApprovals query until each session has its request pending. */
-    const waitParked = async (list: readonly string[]): Promise<void> => {
-      let waiting = [...list];
+    /** One session: polls its pendingApprovals query until its request is pending. */
+    const waitParked = async (id: string): Promise<void> => {
       const deadline = Date.now() + PARK_TIMEOUT_MS;
-      while (waiting.length > 0) {
-        const still: string[] = [];
-        await pool(waiting, concurrency, async (id) => {
-          const pending = await client.pendingApprovals(id).catch(() => []);
-          if (!pending.some((p) => p.requestId === REQUEST_ID)) still.push(id);
-        });
-        if (still.length > 0) {
-          if (Date.now() > deadline) throw new Error(`${still.length} sessions never parked (e.g. ${still[0]})`);
-          await sleep(250);
-        }
-        waiting = still;
+      while (!(await client.pendingApprovals(id).catch(() => [])).some((p) => p.requestId === REQUEST_ID)) {
+        if (Date.now() > deadline) throw new Error(`session ${id} never parked`);
+        await sleep(100);
       }
+    };
+    /**
+     * Many sessions: polls the visibility store until it counts them all running with the
+     * KeelPendingApproval flag (set by the workflow task that made the request pending), then lists them
+     * and checks each ID. Queries would do, but each query of a session evicted from the sticky cache
+     * replays it on the worker: with a bounded cache, every poll round would replay nearly all N.
+     */
+    const parkedQuery = `KeelPendingApproval = true AND ExecutionStatus = 'Running' AND TaskQueue = '${s.config.KEEL_TASK_QUEUE}'`;
+    const waitAllParked = async (list: readonly string[]): Promise<void> => {
+      const deadline = Date.now() + PARK_TIMEOUT_MS;
+      let told = Date.now();
+      for (;;) {
+        const { count } = await client.temporal.workflow.count(parkedQuery);
+        if (count >= list.length) break;
+        if (Date.now() > deadline) throw new Error(`only ${count} of ${list.length} sessions parked after ${PARK_TIMEOUT_MS / 60_000} min`);
+        if (Date.now() - told > 10_000) {
+          progress(`parked ${count}/${list.length}`);
+          told = Date.now();
+        }
+        await sleep(250);
+      }
+      const listed = new Set<string>();
+      for await (const wf of client.temporal.workflow.list({ query: parkedQuery })) listed.add(wf.workflowId);
+      const missing = list.filter((id) => !listed.has(id));
+      if (missing.length > 0) throw new Error(`${missing.length} sessions not listed as parked (e.g. ${missing[0]})`);
     };
 
     let before: Snapshot | undefined;
@@ -389,29 +714,30 @@ async function main(): Promise<void> {
     let drainSeconds = 0;
     const taken: Sample[] = [];
 
-    await s.keelWorker.worker.runUntil(async () => {
+    await w.run(async () => {
       progress(`warm-up: ${WARMUP_SESSIONS} sessions, approved (update, then signal) and finished (not counted)`);
       for (let i = 0; i < WARMUP_SESSIONS; i++) {
         const id = `bench-approval-${runId}-warmup-${i}`;
         await start(id);
-        await waitParked([id]);
+        await waitParked(id);
         await approve(client, id, i % 2 === 0 ? 'update' : 'signal');
         checkResult(id, await client.result(id));
+        if ((await w.toolStartedAt(id)) === undefined) throw new Error(`the worker never recorded ${TOOL} starting for ${id}`);
       }
       progress('measuring the warmed-up worker (gc, settle, idle window)');
-      before = await snapshot(s);
+      before = await snapshot(s, w);
 
       progress(`parking ${sessions} sessions (${concurrency} starts at a time)`);
       const parkStart = performance.now();
       let started = 0;
       await pool(ids, concurrency, async (id) => {
         await start(id);
-        if (++started % 200 === 0) progress(`started ${started}/${sessions}`);
+        if (++started % 500 === 0) progress(`started ${started}/${sessions} after ${((performance.now() - parkStart) / 1000).toFixed(0)} s`);
       });
-      await waitParked(ids);
+      await waitAllParked(ids);
       parkSeconds = (performance.now() - parkStart) / 1000;
       progress(`all ${sessions} parked after ${parkSeconds.toFixed(1)} s; measuring`);
-      parked = await snapshot(s);
+      parked = await snapshot(s, w);
 
       // K per path, spread evenly over the parked sessions, alternating update and signal.
       const step = Math.floor(sessions / (2 * samples));
@@ -419,13 +745,12 @@ async function main(): Promise<void> {
       progress(`sampling ${samples} approvals per path (update, signal alternating), sequentially`);
       for (const [i, id] of sampled.entries()) {
         const via: Via = i % 2 === 0 ? 'update' : 'signal';
-        const t0 = Date.now();
-        const p0 = performance.now();
+        const t0 = nowMs();
         await approve(client, id, via);
-        const callReturnedMs = performance.now() - p0;
+        const callReturnedMs = nowMs() - t0;
         const key = checkResult(id, await client.result(id));
         const h = historyTimes((await client.session(id).fetchHistory()).events ?? [], via);
-        const toolAt = toolStartedAt.get(id);
+        const toolAt = await w.toolStartedAt(id);
         if (toolAt === undefined) throw new Error(`the worker never recorded ${TOOL} starting for ${id}`);
         taken.push({
           via,
@@ -434,7 +759,7 @@ async function main(): Promise<void> {
           decisionRecordedMs: h.decision - t0,
           toolScheduledMs: h.scheduled - t0,
           activityStartedMs: h.started - t0,
-          toolStartedMs: toolAt - p0,
+          toolStartedMs: toolAt - t0,
           refundWrittenMs: Number.NaN,
           idempotencyKey: key,
           t0,
@@ -449,11 +774,11 @@ async function main(): Promise<void> {
       await pool(rest, concurrency, async (id) => {
         await approve(client, id, 'update');
         checkResult(id, await client.result(id));
-        if (++done % 200 === 0) progress(`finished ${done}/${rest.length}`);
+        if (++done % 500 === 0) progress(`finished ${done}/${rest.length} after ${((performance.now() - drainStart) / 1000).toFixed(0)} s`);
       });
       drainSeconds = (performance.now() - drainStart) / 1000;
       progress('measuring after the drain');
-      drained = await snapshot(s);
+      drained = await snapshot(s, w);
     });
 
     // The refund rows: one per session, each key once; created_at gives the write time of the sampled ones.
@@ -476,6 +801,7 @@ async function main(): Promise<void> {
     const b = before!;
     const p = parked!;
     const deltaMB = p.rssMB - b.rssMB;
+    const latencyMs = [latencyRow('update', taken), latencyRow('signal', taken)];
     const report: Report = {
       machine,
       params: {
@@ -483,18 +809,36 @@ async function main(): Promise<void> {
         samplesPerPath: samples,
         concurrency,
         warmupSessions: WARMUP_SESSIONS,
-        maxCachedWorkflows: effectiveMaxCached,
+        maxCachedWorkflows: w.maxCachedWorkflows,
         maxCachedWorkflowsSetBy: args.maxCached !== undefined ? '--max-cached' : 'SDK default from the V8 heap limit',
-        gcExposed: gc !== undefined,
+        workerHeapLimitMB: round(w.heapLimitMB, 0),
+        workerHeapLimitSetBy: args.workerHeapMB !== undefined ? '--worker-heap-mb' : 'V8 default',
+        gcExposed: w.gcExposed,
+      },
+      worker: {
+        mode: w.mode,
+        pid: w.pid,
+        clockOffsetMs: w.clock ? round(w.clock.offsetMs, 3) : undefined,
+        clockRttMs: w.clock ? round(w.clock.rttMs, 3) : undefined,
+        startupRssMB: w.startupRss
+          ? {
+              started: round(w.startupRss.started / MB, 1),
+              imported: round(w.startupRss.imported / MB, 1),
+              created: round(w.startupRss.created / MB, 1),
+              running: round(w.startupRss.running / MB, 1),
+            }
+          : undefined,
       },
       memory: { before: b, parked: p, drained: drained!, deltaMB: round(deltaMB, 1), deltaPerSessionKB: round((deltaMB * 1024) / sessions, 1) },
       parkSeconds: round(parkSeconds, 1),
-      latencyMs: [latencyRow('update', taken), latencyRow('signal', taken)],
+      latencyMs,
       drainSeconds: round(drainSeconds, 1),
       refundsInLedger: ledger.refunds.length,
+      target: { ...TARGET, verdict: judge(p, latencyMs) },
     };
     process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : `${render(report)}\n`);
   } finally {
+    await worker?.close();
     await stack?.close();
   }
 }
