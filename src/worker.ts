@@ -147,6 +147,9 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
       interceptors: { activity: [...traced.activity, createMetricsInterceptor(app.tools.values())] },
       sinks: traced.sinks,
       shutdownGraceTime: '5s',
+      // A model turn often asks for several tools at once: reserve slots to start them all with the workflow
+      // task that schedules them (the SDK's default is 3; the rest wait on the task queue).
+      maxEagerActivityReservationsPerWorkflowTask: EAGER_ACTIVITIES_PER_TASK,
       ...(config.KEEL_MAX_CACHED_WORKFLOWS !== undefined ? { maxCachedWorkflows: config.KEEL_MAX_CACHED_WORKFLOWS } : {}),
       ...opts.worker,
     });
@@ -196,6 +199,9 @@ export async function createKeelWorker(opts: KeelWorkerOptions): Promise<KeelWor
     throw err;
   }
 }
+
+/** How many of one workflow task's activities a Keel worker starts eagerly (see `createKeelWorker`). */
+export const EAGER_ACTIVITIES_PER_TASK = 16;
 
 /** Whether a workflow bundle (its code, or the file it is in) contains `marker`. */
 async function bundleHasMarker(bundle: NonNullable<WorkerOptions['workflowBundle']>, marker: string): Promise<boolean> {

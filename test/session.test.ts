@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { SessionInputError, failureMessage } from '../src/client.js';
+import { EAGER_ACTIVITIES_PER_TASK } from '../src/worker.js';
 import { KeelStatus, KeelToolsUsed } from '../src/workflows/search-attributes.js';
 import { approveUntilDone, historyEvents, scheduledActivities, startHarness, type Harness } from './support/harness.js';
 
@@ -81,6 +82,16 @@ describe('agentSession', () => {
     expect(keelUpserts(events)[0]).toEqual(['KeelPendingApproval', 'KeelStatus', 'KeelToolsUsed']);
     const final = (await h.client.session(demoSessionId).describe()).typedSearchAttributes.get(KeelToolsUsed);
     expect(final).toEqual(['lookup_customer', 'get_order', 'search_kb', 'issue_refund', 'send_email']);
+  });
+
+  it('starts up to 16 of a turn\'s tool calls eagerly, with the workflow task that schedules them (the SDK default is 3)', async () => {
+    const w = await h.worker();
+    try {
+      expect(w.worker.options.maxEagerActivityReservationsPerWorkflowTask).toBe(EAGER_ACTIVITIES_PER_TASK);
+      expect(EAGER_ACTIVITIES_PER_TASK).toBeGreaterThan(3);
+    } finally {
+      await w.close();
+    }
   });
 
   it('shows the session in the Web UI: summary, current details, search attributes', async () => {
