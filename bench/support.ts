@@ -176,6 +176,20 @@ export function eventTimeMs(ts: { seconds?: { toNumber(): number } | null; nanos
   return (ts.seconds?.toNumber() ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6;
 }
 
+/**
+ * A local activity's marker: its type, and when the worker scheduled it (the worker's clock, ms). The
+ * marker's own event time is when the workflow task that recorded it completed (the server's clock), not
+ * when the call ended, so a local call's run time is not in history: it is part of the workflow task run.
+ */
+export function localActivityOf(e: HistoryEvent): { type: string; scheduledMs: number } | undefined {
+  const m = e.markerRecordedEventAttributes;
+  const data = m?.markerName === 'core_local_activity' ? m.details?.data?.payloads?.[0]?.data : undefined;
+  if (!data) return undefined;
+  type Ts = { seconds: number; nanos: number };
+  const d = JSON.parse(Buffer.from(data).toString('utf8')) as { activity_type: string; original_schedule_time: Ts };
+  return { type: d.activity_type, scheduledMs: d.original_schedule_time.seconds * 1000 + d.original_schedule_time.nanos / 1e6 };
+}
+
 /** Nearest-rank percentile of unsorted samples. */
 export function percentile(samples: number[], p: number): number {
   const sorted = [...samples].sort((a, b) => a - b);

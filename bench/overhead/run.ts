@@ -25,6 +25,7 @@ import { guardedFetch } from '../../src/activities/fetch.js';
 import { idempotencyKey } from '../../src/workflows/keys.js';
 import {
   eventTimeMs,
+  localActivityOf,
   machineFacts,
   machineLine,
   mean,
@@ -212,19 +213,6 @@ async function runOnKeel(
   return { stepMs, sessionMs, breakdown: breakdownOf(events, scheduled[0]!, scheduled[steps]!, steps) };
 }
 
-/**
- * A local activity's marker: its type, and when the worker scheduled it (its clock, ms). The marker's
- * `complete_time` is the workflow task's time, not when the call ended, so a local call's run time is not in
- * history: it is part of the workflow task run.
- */
-function localActivityOf(e: HistoryEvent): { type: string; scheduledMs: number } | undefined {
-  const m = e.markerRecordedEventAttributes;
-  const data = m?.markerName === 'core_local_activity' ? m.details?.data?.payloads?.[0]?.data : undefined;
-  if (!data) return undefined;
-  type Ts = { seconds: number; nanos: number };
-  const d = JSON.parse(Buffer.from(data).toString('utf8')) as { activity_type: string; original_schedule_time: Ts };
-  return { type: d.activity_type, scheduledMs: d.original_schedule_time.seconds * 1000 + d.original_schedule_time.nanos / 1e6 };
-}
 
 /** Where a Keel step's time goes, in ms per step (means over the steps of the sessions measured). */
 interface Breakdown {

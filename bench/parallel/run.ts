@@ -25,6 +25,7 @@ import type { Scenario, ScenarioContentBlock } from '../../src/testing/scripted/
 import type { Execution } from '../../src/workflows/types.js';
 import {
   eventTimeMs,
+  localActivityOf,
   machineFacts,
   machineLine,
   mean,
@@ -117,18 +118,6 @@ interface Sample {
   startSpreadMs: number;
 }
 
-/**
- * A local activity's marker: its type, and when the worker scheduled it (its clock, ms). The marker's own
- * event time is when the workflow task that recorded it completed (the server's clock).
- */
-function localActivityOf(e: HistoryEvent): { type: string; scheduledMs: number } | undefined {
-  const m = e.markerRecordedEventAttributes;
-  const data = m?.markerName === 'core_local_activity' ? m.details?.data?.payloads?.[0]?.data : undefined;
-  if (!data) return undefined;
-  type Ts = { seconds: number; nanos: number };
-  const d = JSON.parse(Buffer.from(data).toString('utf8')) as { activity_type: string; original_schedule_time: Ts };
-  return { type: d.activity_type, scheduledMs: d.original_schedule_time.seconds * 1000 + d.original_schedule_time.nanos / 1e6 };
-}
 
 /**
  * The tool span of one session's history: from the first call of `tool` being scheduled to the last one
