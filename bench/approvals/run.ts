@@ -29,7 +29,6 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
-import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { demoClient } from '../../examples/support-desk/services/index.js';
 import type { KeelClient } from '../../src/client.js';
 import type { Scenario } from '../../src/testing/scripted/index.js';
@@ -50,9 +49,10 @@ import {
   type MachineFacts,
   parseBenchArgs,
 } from '../support.js';
+import { nowMs, RECORDED_TOOL, toolStartRecorder } from './tool-start.js';
 import type { StartupRss, WorkerMessage, WorkerRequest, WorkerStats } from './worker.js';
 
-const TOOL = 'issue_refund';
+const TOOL = RECORDED_TOOL;
 /** Order ord_1001 totals 12,900 cents and refunds add up: 1 cent each keeps N + warm-ups under the refundable total. */
 const REFUND = { order_id: 'ord_1001', amount_cents: 1, reason: 'bench: parked approval' } as const;
 const REFUNDABLE_CENTS = 12_900;
@@ -159,8 +159,6 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T, index: 
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const gc = (globalThis as { gc?: () => void }).gc;
-/** Epoch ms with sub-ms precision (`performance.timeOrigin + performance.now()`), comparable across processes of one host. */
-const nowMs = (): number => performance.timeOrigin + performance.now();
 
 /** RSS, peak RSS (MB) and cumulative CPU time (ms) of a process, from /proc; undefined off Linux. */
 function procStats(pid: number | undefined): { rssMB: number; peakRssMB: number | undefined; cpuMs: number } | undefined {
@@ -205,16 +203,6 @@ interface WorkerSide {
 
 /** In-process mode: when the worker began executing each session's first issue_refund attempt, by workflow ID. */
 const toolStartedAt = new Map<string, number>();
-/** Records the tool start on the worker side, before the tool's own code runs (worker.ts has the same for its process). */
-const toolStartRecorder: ActivityInterceptorsFactory = (ctx) => ({
-  inbound: {
-    execute(input, next) {
-      const { activityType, workflowExecution, attempt } = ctx.info;
-      if (activityType === TOOL && attempt === 1 && workflowExecution) toolStartedAt.set(workflowExecution.workflowId, nowMs());
-      return next(input);
-    },
-  },
-});
 
 /** This process's figures, shaped as the worker process reports its own. */
 async function ownStats(settleMs: number, numCachedWorkflows: () => number): Promise<WorkerStats> {
@@ -662,7 +650,7 @@ async function main(): Promise<void> {
       // In process mode this worker is closed unused; worker.ts gets the same options.
       worker:
         args.mode === 'in-process'
-          ? { interceptors: { activity: [toolStartRecorder] }, ...(args.maxCached !== undefined ? { maxCachedWorkflows: args.maxCached } : {}) }
+          ? { interceptors: { activity: [toolStartRecorder(toolStartedAt)] }, ...(args.maxCached !== undefined ? { maxCachedWorkflows: args.maxCached } : {}) }
           : {},
     });
     const s = stack;

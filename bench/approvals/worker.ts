@@ -21,14 +21,11 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
-import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import type { KeelWorker } from '../../src/worker.js';
+import { nowMs, toolStartRecorder } from './tool-start.js';
 
 /** RSS before Keel's modules are loaded (Node and tsx only): Keel is imported dynamically below. */
 const rssAtStart = process.memoryUsage().rss;
-
-/** The tool whose start is recorded. */
-export const RECORDED_TOOL = 'issue_refund';
 
 /** The configuration variables the parent passes; the rest of the environment is not read. */
 export const WORKER_CONFIG_KEYS = ['TEMPORAL_ADDRESS', 'KEEL_TASK_QUEUE', 'ANTHROPIC_BASE_URL', 'KEEL_DEMO_URL', 'KEEL_DATA_DIR', 'KEEL_LOG_LEVEL', 'KEEL_LOG_FILE'] as const;
@@ -76,8 +73,6 @@ export type WorkerMessage =
   | { type: 'reply'; id: number; ok: false; error: string }
   | { type: 'failed'; error: string };
 
-/** Epoch ms with sub-ms precision, comparable across processes of one host. */
-const nowMs = (): number => performance.timeOrigin + performance.now();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const gc = (globalThis as { gc?: () => void }).gc;
 const describe = (err: unknown): string => (err instanceof Error ? (err.stack ?? err.message) : String(err));
@@ -111,15 +106,6 @@ async function main(): Promise<void> {
 
   /** When the worker began executing each session's first issue_refund attempt, by workflow ID. */
   const toolStartedAt = new Map<string, number>();
-  const toolStartRecorder: ActivityInterceptorsFactory = (ctx) => ({
-    inbound: {
-      execute(input, next) {
-        const { activityType, workflowExecution, attempt } = ctx.info;
-        if (activityType === RECORDED_TOOL && attempt === 1 && workflowExecution) toolStartedAt.set(workflowExecution.workflowId, nowMs());
-        return next(input);
-      },
-    },
-  });
 
   const keelWorker: KeelWorker = await createKeelWorker({
     tools: values.tools,
@@ -127,7 +113,7 @@ async function main(): Promise<void> {
     workflowBundle: { codePath: values.bundle },
     toolEnv: { KEEL_DEMO_URL: process.env.KEEL_DEMO_URL },
     worker: {
-      interceptors: { activity: [toolStartRecorder] },
+      interceptors: { activity: [toolStartRecorder(toolStartedAt)] },
       ...(maxCached !== undefined ? { maxCachedWorkflows: maxCached } : {}),
     },
   });
