@@ -88,7 +88,7 @@ export interface StartDevServerOptions {
  * tasks (a workflow task after an activity completes, a search-attribute update) at most
  * `*ProcessorMaxPollRPS` times a second *per shard*: 20 by default. A cluster has hundreds of shards;
  * the dev server has one, so every workflow task waited for the next of 20 slots a second, tens of ms a
- * step (see the README's *Performance*). Reads still happen only when the server is told of new tasks.
+ * step (see the README's *The embedded Temporal server*). Reads still happen only when the server is told of new tasks.
  */
 export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, number>> = {
   'history.transferProcessorMaxPollRPS': 1000,

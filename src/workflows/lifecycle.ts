@@ -23,7 +23,6 @@ export interface LifecycleOptions {
   progress(): Pick<SessionStatus, 'iteration' | 'usage' | 'turn' | 'awaitingMessage' | 'run'>;
   /** Names of the tools called so far. */
   toolsUsed(): string[];
-
   /** Where the session's end is recorded. */
   audit?: AuditTrail;
   /** More lines for the details (e.g. budget use). */
