@@ -17,7 +17,6 @@
  */
 import {
   allHandlersFinished,
-  ApplicationFailure,
   condition,
   continueAsNew,
   log,
@@ -47,6 +46,7 @@ import {
   UserMessageSchema,
   describeIssues,
   endConversationSignal,
+  invalidInput,
   parseWorkflowInput,
   sendMessageUpdate,
   type CallModelInput,
@@ -105,7 +105,7 @@ export async function agentSession(args: SessionInputArgs, continued?: SessionSt
   if (!continued) {
     audit.add('run', 'run', { agent: spec.agent, model: spec.model, user: spec.user.id, roles: spec.user.roles, tools: spec.tools, prompt: args.prompt.slice(0, 2000), budget: spec.budget, ...(spec.subAgents ? { subAgents: spec.subAgents } : {}), ...(spec.parent ? { parent: spec.parent.workflowId } : {}) });
   }
-  const tools = spec.tools.map((name) => app.tools.get(name) ?? invalid(`tool '${name}' of this session is not in the worker's tools module any more`));
+  const tools = spec.tools.map((name) => app.tools.get(name) ?? invalidInput(`tool '${name}' of this session is not in the worker's tools module any more`));
   // The model is offered only what the user's roles allow; the runner refuses the rest if asked anyway.
   const offered = tools.filter((t) => mayCall(app.access, spec.user.roles, t.name).allowed);
   const modelTools = offered.map(toModelTool);
@@ -338,23 +338,23 @@ function newSessionState(input: SessionInput, app: KeelApp, info: ReturnType<typ
   const agentName = input.agent ?? DEFAULT_AGENT_NAME;
   const agent = input.agent === undefined ? undefined : app.agents.get(input.agent);
   if (input.agent !== undefined && !agent) {
-    invalid(`unknown agent '${input.agent}' (this worker's agents: ${[...app.agents.keys()].join(', ') || 'none'}; omit it for the default agent)`);
+    invalidInput(`unknown agent '${input.agent}' (this worker's agents: ${[...app.agents.keys()].join(', ') || 'none'}; omit it for the default agent)`);
   }
   const tools = input.tools ?? agent?.tools ?? [...app.tools.keys()];
   const unknown = tools.filter((t) => !app.tools.has(t));
-  if (unknown.length) invalid(`unknown tool(s) ${unknown.join(', ')} (this worker's tools: ${[...app.tools.keys()].join(', ')})`);
+  if (unknown.length) invalidInput(`unknown tool(s) ${unknown.join(', ')} (this worker's tools: ${[...app.tools.keys()].join(', ')})`);
   const model = input.model ?? agent?.model ?? input.defaultModel;
-  if (!model) invalid(`no model: the session names none, agent '${agentName}' names none, and no default was sent (set KEEL_MODEL)`);
+  if (!model) invalidInput(`no model: the session names none, agent '${agentName}' names none, and no default was sent (set KEEL_MODEL)`);
   const budget = BudgetSchema.parse({ ...agent?.budget, ...input.budget });
   const price = priceOf(model!, input.pricing, agent?.pricing);
   if (!price && (input.pricing || agent?.pricing || budget.usd !== undefined)) {
-    invalid(`pricing: no price for model '${model}', which this session uses (${budget.usd !== undefined ? 'its usd budget needs one' : 'the pricing table given lacks it'})`);
+    invalidInput(`pricing: no price for model '${model}', which this session uses (${budget.usd !== undefined ? 'its usd budget needs one' : 'the pricing table given lacks it'})`);
   }
   // The agent's routine model goes with the agent's model: a session that names its own model names its own.
   const routineModel = input.routineModel ?? (input.model === undefined ? agent?.routineModel : undefined);
   const routinePrice = routineModel === undefined ? undefined : priceOf(routineModel, input.pricing, agent?.pricing);
   if (routineModel !== undefined && !routinePrice && (price || input.pricing || agent?.pricing || budget.usd !== undefined)) {
-    invalid(`pricing: no price for routine model '${routineModel}', which this session uses (the cost of its routine turns would go uncounted)`);
+    invalidInput(`pricing: no price for routine model '${routineModel}', which this session uses (the cost of its routine turns would go uncounted)`);
   }
   const spec: SessionSpec = {
     agent: agentName,
@@ -472,10 +472,6 @@ async function continueAsNewIfDue(args: SessionInputArgs, state: SessionState, a
     if (!allHandlersFinished()) return;
   }
   await continueAsNew<typeof agentSession>(args, state);
-}
-
-function invalid(message: string): never {
-  throw ApplicationFailure.create({ type: FailureTypes.InvalidSessionInput, nonRetryable: true, message });
 }
 
 function textOf(content: ContentBlock[]): string {

@@ -18,8 +18,6 @@ import { z } from 'zod';
 import {
   ApplicationFailure,
   CancellationScope,
-  ChildWorkflowCancellationType,
-  ParentClosePolicy,
   defineQuery,
   executeChild,
   isCancellation,
@@ -34,11 +32,13 @@ import { currentApp } from './app.js';
 import { AuditTrail } from './audit.js';
 import { PricingSchema, costOf, noSpend, priceOf, type Spend } from './budget.js';
 import type { agentSession } from './agentSession.js';
+import { childSessionOptions } from './subagents.js';
 import {
   FailureTypes,
   SessionInputSchema,
   SessionUserSchema,
   describeIssues,
+  invalidInput,
   parseWorkflowInput,
   type CallModelInput,
   type CallModelOutput,
@@ -145,7 +145,7 @@ export async function routeRequest(args: RouteInputArgs): Promise<RouteResult> {
   const names = input.agents ?? (app.agents.size ? [...app.agents.keys()] : [DEFAULT_AGENT_NAME]);
   const known = [...app.agents.keys(), DEFAULT_AGENT_NAME].join(', ');
   const unknown = [...names, ...(input.fallback ? [input.fallback] : [])].filter((n) => !describe(n));
-  if (unknown.length) invalid(`unknown agent(s) ${unknown.join(', ')} (this worker's agents: ${known})`);
+  if (unknown.length) invalidInput(`unknown agent(s) ${unknown.join(', ')} (this worker's agents: ${known})`);
   const candidates = [...new Set(names)].map((n) => describe(n)!);
 
   const audit = new AuditTrail([], true);
@@ -173,14 +173,8 @@ export async function routeRequest(args: RouteInputArgs): Promise<RouteResult> {
   };
   try {
     const session = await executeChild<typeof agentSession>('agentSession', {
-      workflowId: sessionId,
+      ...childSessionOptions(sessionId, `${decision.agent}: ${input.prompt.split('\n', 1)[0]!.slice(0, 100)}`, input.user.id),
       args: [sessionInput],
-      // Cancelling the route cancels the session and waits for its saga; a route closed any other way asks it to cancel.
-      cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
-      parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
-      staticSummary: `${decision.agent}: ${input.prompt.split('\n', 1)[0]!.slice(0, 100)}`,
-      // Who started it, as the client records it for a session (`SESSION_USER_MEMO`): the gateway shows a user their own.
-      memo: { keelUser: input.user.id },
     });
     status.state = 'completed';
     audit.add('run_end', 'end', { outcome: 'completed', agent: decision.agent, sessionId, stopReason: session.stopReason });
@@ -207,7 +201,7 @@ const ChoiceSchema = z.object({ agent: z.string(), reason: z.string().max(2000).
 
 /** Asks the routing model; checks its answer; falls back or fails when it cannot be used. */
 async function choose(input: z.output<typeof RouteInputSchema>, candidates: Candidate[], sessionId: string): Promise<RouteDecision> {
-  const model = input.model ?? input.defaultModel ?? invalid('no model to route with: pass model (a cheap one does) or set KEEL_MODEL');
+  const model = input.model ?? input.defaultModel ?? invalidInput('no model to route with: pass model (a cheap one does) or set KEEL_MODEL');
   const names = candidates.map((c) => c.name);
   const { callModel } = proxyActivities<ModelActivities>({
     startToCloseTimeout: '1m',
@@ -258,8 +252,4 @@ async function choose(input: z.output<typeof RouteInputSchema>, candidates: Cand
   if (rejected === undefined) return { agent: parsed.data!.agent, by: 'model', reason: parsed.data!.reason, ...base };
   if (input.fallback) return { agent: input.fallback, by: 'fallback', reason: `fallback agent: ${rejected}`, rejected, ...base };
   throw ApplicationFailure.create({ type: FailureTypes.RoutingFailed, nonRetryable: true, message: `could not route the request: ${rejected}, and there is no fallback agent`, details: [{ usage }] });
-}
-
-function invalid(message: string): never {
-  throw ApplicationFailure.create({ type: FailureTypes.InvalidSessionInput, nonRetryable: true, message });
 }

@@ -35,6 +35,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   ChildWorkflowCancellationType,
+  type ChildWorkflowOptions,
   ChildWorkflowFailure,
   ContinueAsNew,
   ParentClosePolicy,
@@ -69,6 +70,22 @@ import {
 
 /** The tool name prefix of delegations: the model calls `delegate_to_<agent>`. */
 export const DELEGATION_PREFIX = 'delegate_to_';
+
+/**
+ * How a Keel workflow runs an agent session as its child (a delegation, a route): cancelling the parent
+ * cancels the child and waits for its saga, a parent closed any other way asks it to cancel, and the memo
+ * records who started it as the client does for a session (`SESSION_USER_MEMO`), so the gateway shows a
+ * user their own.
+ */
+export function childSessionOptions(workflowId: string, summary: string, userId: string): ChildWorkflowOptions {
+  return {
+    workflowId,
+    cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+    parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+    staticSummary: summary,
+    memo: { keelUser: userId },
+  };
+}
 
 /** The tool a sub-agent is offered as. */
 export function delegationToolName(agent: string): string {
@@ -302,14 +319,8 @@ export class Delegations {
     let result: SessionResult;
     try {
       result = await executeChild<typeof agentSession>('agentSession', {
-        workflowId: childId,
+        ...childSessionOptions(childId, `sub-agent ${agent}: ${valid.data.task.split('\n', 1)[0]!.slice(0, 100)}`, spec.user.id),
         args: [input],
-        // Cancelling the parent cancels the child and waits for its saga; a parent closed any other way asks it to cancel.
-        cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
-        parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
-        staticSummary: `sub-agent ${agent}: ${valid.data.task.split('\n', 1)[0]!.slice(0, 100)}`,
-        // Who started it, as the client records it for a session (`SESSION_USER_MEMO`): the gateway shows a user their own.
-        memo: { keelUser: spec.user.id },
       });
     } catch (err) {
       // The parent is being cancelled: its own saga runs next (the child's already has).

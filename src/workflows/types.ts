@@ -16,11 +16,12 @@ export function describeIssues(error: z.ZodError, root = '(input)'): string {
 export function parseWorkflowInput<S extends z.ZodType>(schema: S, args: unknown, what: string): z.output<S> {
   const parsed = schema.safeParse(args);
   if (parsed.success) return parsed.data;
-  throw ApplicationFailure.create({
-    type: FailureTypes.InvalidSessionInput,
-    nonRetryable: true,
-    message: `invalid ${what} input: ${describeIssues(parsed.error, '(root)')}`,
-  });
+  return invalidInput(`invalid ${what} input: ${describeIssues(parsed.error, '(root)')}`);
+}
+
+/** Fails the workflow on input it cannot run with: a non-retryable `InvalidSessionInput` failure. */
+export function invalidInput(message: string): never {
+  throw ApplicationFailure.create({ type: FailureTypes.InvalidSessionInput, nonRetryable: true, message });
 }
 
 import { DurationSchema } from './duration.js';
