@@ -58,6 +58,8 @@ export interface BenchStackOptions {
   taskQueuePrefix: string;
   /** Extra worker options (e.g. `maxCachedWorkflows`). */
   worker?: KeelWorkerOptions['worker'];
+  /** `bundleApp`'s `shareLibraries` (default `true`: zod evaluated once per workflow thread). */
+  shareLibraries?: boolean;
   /** The stream buses of the worker and of whoever watches (both closed with the stack); the worker's default otherwise. */
   streamBuses?: (tmp: string) => Promise<{ worker: StreamBus; gateway: StreamBus }>;
   /** Called as the scripted model writes each streamed chunk. */
@@ -106,7 +108,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
     progress(`bundling workflows with ${path.relative(ROOT, tools)} and creating the worker (not timed); worker log: ${logFile}`);
     const logger = createLogger({ level: 'warn', file: logFile });
     // As a worker without OTEL_* settings bundles for itself: without the tracing interceptors.
-    const workflowBundle = await bundleApp(tools, { logger: bundlerLogger(logger), tracing: false });
+    const workflowBundle = await bundleApp(tools, { logger: bundlerLogger(logger), tracing: false, ...(opts.shareLibraries === false ? { shareLibraries: false } : {}) });
     const streamBuses = await opts.streamBuses?.(tmp);
     if (streamBuses) {
       const { worker, gateway } = streamBuses;

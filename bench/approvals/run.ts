@@ -21,7 +21,7 @@
  *    ≤ 300 MB, approval → tool start p95 ≤ 100 ms).
  *
  * Human progress goes to stderr; the tables (or, with `--json`, one JSON document) to stdout. Run:
- * `npx tsx --expose-gc bench/approvals/run.ts [--sessions N] [--samples K] [--concurrency C] [--max-cached M] [--worker-heap-mb H] [--in-process] [--json]`.
+ * `npx tsx --expose-gc bench/approvals/run.ts [--sessions N] [--samples K] [--concurrency C] [--max-cached M] [--worker-heap-mb H] [--in-process] [--no-share-libraries] [--json]`.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -87,6 +87,8 @@ interface Args {
   /** Process mode: `--max-old-space-size` of the worker process. */
   workerHeapMB: number | undefined;
   mode: Mode;
+  /** `--no-share-libraries`: every workflow evaluates zod itself (`bundleApp({ shareLibraries: false })`). */
+  shareLibraries: boolean;
   json: boolean;
 }
 
@@ -95,10 +97,11 @@ const MODE_FLAGS: Record<string, Mode> = { '--worker-process': 'process', '--in-
 function parseCli(): Args {
   // The two mode flags are taken out before the shared parser (whole-number and string options only) sees the rest.
   const modes = process.argv.slice(2).filter((a) => a in MODE_FLAGS);
-  process.argv = process.argv.filter((a, i) => i < 2 || !(a in MODE_FLAGS));
+  const shareLibraries = !process.argv.slice(2).includes('--no-share-libraries');
+  process.argv = process.argv.filter((a, i) => i < 2 || !(a in MODE_FLAGS || a === '--no-share-libraries'));
   const a = parseBenchArgs(
     'bench/approvals',
-    'npx tsx --expose-gc bench/approvals/run.ts [--sessions N (1000)] [--samples K (50)] [--concurrency C (50)] [--max-cached M] [--worker-heap-mb H] [--worker-process (default) | --in-process] [--json]',
+    'npx tsx --expose-gc bench/approvals/run.ts [--sessions N (1000)] [--samples K (50)] [--concurrency C (50)] [--max-cached M] [--worker-heap-mb H] [--worker-process (default) | --in-process] [--no-share-libraries] [--json]',
     {
       sessions: { def: 1000, min: 2, max: REFUNDABLE_CENTS - WARMUP_SESSIONS },
       samples: { def: 50, min: 1, max: 5000 },
@@ -119,6 +122,7 @@ function parseCli(): Args {
     maxCached: Number.isNaN(a['max-cached']) ? undefined : a['max-cached'],
     workerHeapMB,
     mode,
+    shareLibraries,
     json: a.json,
   };
 }
@@ -515,6 +519,8 @@ interface Report {
     /** V8 heap limit of the worker process (MB); `--worker-heap-mb` sets it. */
     workerHeapLimitMB: number;
     workerHeapLimitSetBy: string;
+    /** Whether the bundle shares zod across a thread's workflows (`--no-share-libraries` turns it off). */
+    shareLibraries: boolean;
     gcExposed: boolean;
   };
   worker: {
@@ -592,7 +598,7 @@ function render(r: Report): string {
   return [
     `Keel approvals benchmark: ${r.params.sessions} sessions parked on an ${TOOL} approval, ${r.params.samplesPerPath} approvals sampled per decision path`,
     `${machineLine(r.machine)}; gc ${r.params.gcExposed ? 'exposed' : 'NOT exposed (run with --expose-gc)'}`,
-    `worker: ${inProcess ? `in this process (--in-process), pid ${r.worker.pid}` : `its own process (pid ${r.worker.pid}), clock offset ${r.worker.clockOffsetMs?.toFixed(3)} ms ± ${((r.worker.clockRttMs ?? 0) / 2).toFixed(3)} ms`}; maxCachedWorkflows ${r.params.maxCachedWorkflows} (${r.params.maxCachedWorkflowsSetBy}); V8 heap limit ${r.params.workerHeapLimitMB} MB (${r.params.workerHeapLimitSetBy}); parking took ${r.parkSeconds.toFixed(1)} s at concurrency ${r.params.concurrency}`,
+    `worker: ${inProcess ? `in this process (--in-process), pid ${r.worker.pid}` : `its own process (pid ${r.worker.pid}), clock offset ${r.worker.clockOffsetMs?.toFixed(3)} ms ± ${((r.worker.clockRttMs ?? 0) / 2).toFixed(3)} ms`}; maxCachedWorkflows ${r.params.maxCachedWorkflows} (${r.params.maxCachedWorkflowsSetBy}); V8 heap limit ${r.params.workerHeapLimitMB} MB (${r.params.workerHeapLimitSetBy}); zod ${r.params.shareLibraries ? 'shared by the workflow thread' : 'evaluated by every workflow (--no-share-libraries)'}; parking took ${r.parkSeconds.toFixed(1)} s at concurrency ${r.params.concurrency}`,
     '',
     inProcess
       ? 'Worker process (this process: worker + client + scripted model + demo services), after gc and 2 s settle:'
@@ -647,6 +653,7 @@ async function main(): Promise<void> {
     stack = await startBenchStack({
       scenarios: [scenario],
       taskQueuePrefix: 'bench-approvals',
+      shareLibraries: args.shareLibraries,
       // In process mode this worker is closed unused; worker.ts gets the same options.
       worker:
         args.mode === 'in-process'
@@ -801,6 +808,7 @@ async function main(): Promise<void> {
         maxCachedWorkflowsSetBy: args.maxCached !== undefined ? '--max-cached' : 'SDK default from the V8 heap limit',
         workerHeapLimitMB: round(w.heapLimitMB, 0),
         workerHeapLimitSetBy: args.workerHeapMB !== undefined ? '--worker-heap-mb' : 'V8 default',
+        shareLibraries: args.shareLibraries,
         gcExposed: w.gcExposed,
       },
       worker: {
