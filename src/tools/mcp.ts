@@ -37,84 +37,95 @@ const SERVER_NAME = /^[a-zA-Z0-9-]{1,32}$/;
 const ENV_REF = /^env:[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
- * How Keel treats one of a server's tools: its risk tier and, optionally, the same policy fields a
- * native tool takes. A tool the configuration does not name is `irreversible`.
+ * The schemas a server's spec is checked with, built on first use: every workflow evaluates this module
+ * again (Temporal's sandbox), and most apps declare no MCP server, so they are not built at module level.
  */
-export const McpToolConfigSchema = z.strictObject({
-  /** The risk tier: sets retries, timeouts, idempotency and approval together (see the tier table). */
-  risk: z.enum(RISK_TIERS),
-  /** Replaces the server's description (what the model reads to choose the tool). */
-  description: z.string().trim().min(1).max(10_000).optional(),
-  /** `critical` (default): its failure fails the session; `optional`: it degrades to a note. */
-  criticality: z.enum(['critical', 'optional']).optional(),
-  /** Start-to-close timeout of one call, within the tier's ceiling (the tier's default). */
-  timeout: DurationSchema.optional(),
-  /** Attempts including the first, within what the tier allows. */
-  maxAttempts: z.number().int().min(1).optional(),
-  /** Key derivation for write tiers (`input-hash`). */
-  idempotency: z.enum(['input-hash', 'per-call']).optional(),
-  /** True when the server deduplicates by the key in `_meta`: a `write` may then retry with the same key. */
-  idempotentDownstream: z.boolean().optional(),
-  /** A `write` must say why it has no undo (MCP tools have none). */
-  noCompensation: z.string().trim().min(1).max(500).optional(),
-  /** How long an approval request for it waits for a person (the session's default). */
-  approvalTimeout: DurationSchema.optional(),
-  /** Largest result the model is shown, in bytes of JSON (64 KiB). */
-  maxResultBytes: z.number().int().optional(),
-  /** Its circuit breaker (3 failures, 60s), or `false`. */
-  breaker: z.union([z.literal(false), z.strictObject({ failures: z.number().int().optional(), resetAfter: DurationSchema.optional() })]).optional(),
-  /** Calls per second across the fleet. */
-  rateLimit: z.strictObject({ perSecond: z.number() }).optional(),
-  /** True when what it returns is curated data the team controls (untrusted by default). */
-  trustedOutput: z.boolean().optional(),
-  /** Input fields masked in approval requests, the audit trail and logs. */
-  sensitive: z.array(z.string().min(1)).optional(),
-  /** Redact its result before the model sees it. */
-  redactOutput: z.boolean().optional(),
-  /** `local` (a `read` only) or `regular`: how its calls run, as for `defineTool` (the session's mode). */
-  execution: z.enum(EXECUTION_MODES).optional(),
-});
-/** How Keel treats one of a server's tools (see `McpToolConfigSchema`). */
-export type McpToolConfig = z.input<typeof McpToolConfigSchema>;
-
-const ServerFields = {
-  /** The server's name in Keel: the prefix of its tools' names. */
-  name: z.string().regex(SERVER_NAME, `must match ${SERVER_NAME.source} (letters, digits, hyphens: its tools are named <server>__<tool>)`),
-  /** Each tool's tier and policy, by the server's name for the tool. Tools not named here are `irreversible`. */
-  tools: z.record(z.string().min(1).max(128), McpToolConfigSchema).default({}),
-};
-const EnvValue = z.string().max(4096);
-
-/** A server the worker spawns and talks to over stdin/stdout. */
-export const McpStdioServerSpecSchema = z.strictObject({
-  ...ServerFields,
-  /** The executable (found on the worker's PATH), or `env:NAME`. */
-  command: z.string().min(1).max(4096),
-  /** Its arguments; an argument `env:NAME` is the value of that worker variable. */
-  args: z.array(EnvValue).max(100).default([]),
+function buildServerSchemas() {
   /**
-   * Its environment, on top of a minimal inherited one (HOME, LOGNAME, PATH, SHELL, TERM, USER): a value
-   * `env:NAME` is the worker's variable (so secrets stay out of the bundled module).
+   * How Keel treats one of a server's tools: its risk tier and, optionally, the same policy fields a
+   * native tool takes. A tool the configuration does not name is `irreversible`.
    */
-  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name'), EnvValue).default({}),
-  /** Its working directory (the worker's), or `env:NAME`. */
-  cwd: z.string().min(1).max(4096).optional(),
-});
+  const toolConfig = z.strictObject({
+    /** The risk tier: sets retries, timeouts, idempotency and approval together (see the tier table). */
+    risk: z.enum(RISK_TIERS),
+    /** Replaces the server's description (what the model reads to choose the tool). */
+    description: z.string().trim().min(1).max(10_000).optional(),
+    /** `critical` (default): its failure fails the session; `optional`: it degrades to a note. */
+    criticality: z.enum(['critical', 'optional']).optional(),
+    /** Start-to-close timeout of one call, within the tier's ceiling (the tier's default). */
+    timeout: DurationSchema.optional(),
+    /** Attempts including the first, within what the tier allows. */
+    maxAttempts: z.number().int().min(1).optional(),
+    /** Key derivation for write tiers (`input-hash`). */
+    idempotency: z.enum(['input-hash', 'per-call']).optional(),
+    /** True when the server deduplicates by the key in `_meta`: a `write` may then retry with the same key. */
+    idempotentDownstream: z.boolean().optional(),
+    /** A `write` must say why it has no undo (MCP tools have none). */
+    noCompensation: z.string().trim().min(1).max(500).optional(),
+    /** How long an approval request for it waits for a person (the session's default). */
+    approvalTimeout: DurationSchema.optional(),
+    /** Largest result the model is shown, in bytes of JSON (64 KiB). */
+    maxResultBytes: z.number().int().optional(),
+    /** Its circuit breaker (3 failures, 60s), or `false`. */
+    breaker: z.union([z.literal(false), z.strictObject({ failures: z.number().int().optional(), resetAfter: DurationSchema.optional() })]).optional(),
+    /** Calls per second across the fleet. */
+    rateLimit: z.strictObject({ perSecond: z.number() }).optional(),
+    /** True when what it returns is curated data the team controls (untrusted by default). */
+    trustedOutput: z.boolean().optional(),
+    /** Input fields masked in approval requests, the audit trail and logs. */
+    sensitive: z.array(z.string().min(1)).optional(),
+    /** Redact its result before the model sees it. */
+    redactOutput: z.boolean().optional(),
+    /** `local` (a `read` only) or `regular`: how its calls run, as for `defineTool` (the session's mode). */
+    execution: z.enum(EXECUTION_MODES).optional(),
+  });
+  const serverFields = {
+    /** The server's name in Keel: the prefix of its tools' names. */
+    name: z.string().regex(SERVER_NAME, `must match ${SERVER_NAME.source} (letters, digits, hyphens: its tools are named <server>__<tool>)`),
+    /** Each tool's tier and policy, by the server's name for the tool. Tools not named here are `irreversible`. */
+    tools: z.record(z.string().min(1).max(128), toolConfig).default({}),
+  };
+  const envValue = z.string().max(4096);
 
-/** A server the worker reaches over streamable HTTP. */
-export const McpHttpServerSpecSchema = z.strictObject({
-  ...ServerFields,
-  /** The endpoint (`https://…/mcp`), or `env:NAME` for a worker variable holding it. */
-  url: z.string().refine((u) => ENV_REF.test(u) || /^https?:\/\/[^\s]+$/.test(u), 'must be an http(s) URL or env:NAME'),
-  /** Headers sent with every request (`Authorization`); a value `env:NAME` is the worker's variable. */
-  headers: z.record(z.string().min(1), EnvValue).default({}),
-});
+  /** A server the worker spawns and talks to over stdin/stdout. */
+  const stdio = z.strictObject({
+    ...serverFields,
+    /** The executable (found on the worker's PATH), or `env:NAME`. */
+    command: z.string().min(1).max(4096),
+    /** Its arguments; an argument `env:NAME` is the value of that worker variable. */
+    args: z.array(envValue).max(100).default([]),
+    /**
+     * Its environment, on top of a minimal inherited one (HOME, LOGNAME, PATH, SHELL, TERM, USER): a value
+     * `env:NAME` is the worker's variable (so secrets stay out of the bundled module).
+     */
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name'), envValue).default({}),
+    /** Its working directory (the worker's), or `env:NAME`. */
+    cwd: z.string().min(1).max(4096).optional(),
+  });
+
+  /** A server the worker reaches over streamable HTTP. */
+  const http = z.strictObject({
+    ...serverFields,
+    /** The endpoint (`https://…/mcp`), or `env:NAME` for a worker variable holding it. */
+    url: z.string().refine((u) => ENV_REF.test(u) || /^https?:\/\/[^\s]+$/.test(u), 'must be an http(s) URL or env:NAME'),
+    /** Headers sent with every request (`Authorization`); a value `env:NAME` is the worker's variable. */
+    headers: z.record(z.string().min(1), envValue).default({}),
+  });
+  return { toolConfig, stdio, http };
+}
+type ServerSchemas = ReturnType<typeof buildServerSchemas>;
+let serverSchemas: ServerSchemas | undefined;
+/** {@link buildServerSchemas}, once per evaluation of this module. */
+const schemas = (): ServerSchemas => (serverSchemas ??= buildServerSchemas());
+
+/** How Keel treats one of a server's tools: its risk tier and, optionally, the policy fields a native tool takes. */
+export type McpToolConfig = z.input<ServerSchemas['toolConfig']>;
 
 /** A server as its author writes it: stdio (`command`) or streamable HTTP (`url`). */
-export type McpServerSpec = z.input<typeof McpStdioServerSpecSchema> | z.input<typeof McpHttpServerSpecSchema>;
+export type McpServerSpec = z.input<ServerSchemas['stdio']> | z.input<ServerSchemas['http']>;
 
 /** A registered MCP server: its validated spec, as plain data (it is bundled into the workflow code). */
-export type McpServerDefinition = (z.output<typeof McpStdioServerSpecSchema> | z.output<typeof McpHttpServerSpecSchema>) & { readonly kind: 'mcp-server' };
+export type McpServerDefinition = (z.output<ServerSchemas['stdio']> | z.output<ServerSchemas['http']>) & { readonly kind: 'mcp-server' };
 
 /** One tool a server listed, as the worker found it and the session records it. */
 export interface McpToolListing {
@@ -155,7 +166,7 @@ export function defineMcpServer(spec: McpServerSpec): McpServerDefinition {
   const hasCommand = 'command' in spec && spec.command !== undefined;
   const hasUrl = 'url' in spec && spec.url !== undefined;
   if (hasCommand === hasUrl) fail('give either command (a process spoken to over stdio) or url (streamable HTTP)');
-  const parsed = (hasCommand ? McpStdioServerSpecSchema : McpHttpServerSpecSchema).safeParse(spec);
+  const parsed = (hasCommand ? schemas().stdio : schemas().http).safeParse(spec);
   if (!parsed.success) return fail(describeIssues(parsed.error, '(server)'));
   for (const [tool, config] of Object.entries(parsed.data.tools)) {
     const keelName = mcpToolName(parsed.data.name, tool);
