@@ -301,6 +301,52 @@ describe('startDevServer', () => {
   });
 });
 
+describe('a dev server that exits at start-up', () => {
+  /** A CLI that fails like a port race (a panic, exit 2) `failures` times, then runs the real one. */
+  function flakyCli(failures: number): { path: string; calls: () => number } {
+    const dir = tempDir('flaky-cli');
+    const counter = path.join(dir, 'calls');
+    writeFileSync(counter, '');
+    const script = path.join(dir, 'temporal');
+    writeFileSync(
+      script,
+      `#!/bin/sh\necho x >> '${counter}'\nif [ "$(wc -l < '${counter}')" -le ${failures} ]; then echo 'panic: listen tcp 127.0.0.1:1: bind: address already in use'; i=0; while [ $i -lt 200 ]; do echo "goroutine frame $i"; i=$((i+1)); done; exit 2; fi\nexec '${cli}' "$@"\n`,
+    );
+    chmodSync(script, 0o755);
+    return { path: script, calls: () => readFileSync(counter, 'utf8').split('\n').filter(Boolean).length };
+  }
+
+  it('is tried again on other ports when Keel picks them, and says why', async () => {
+    const flaky = flakyCli(2);
+    const lines: string[] = [];
+    const server = await startDevServer({ cliPath: flaky.path, dataDir: tempDir('flaky'), port: 0, uiPort: null, log: (l) => lines.push(l) });
+    try {
+      expect(flaky.calls()).toBe(3);
+      expect(lines.filter((l) => l.includes('trying again on other ports'))).toHaveLength(2);
+      // The panic's first line is in the message, though 200 lines of stack follow it.
+      expect(lines.find((l) => l.includes('trying again'))).toMatch(/exited with code 2 before it answered/);
+    } finally {
+      await server.stop();
+    }
+  }, 120_000);
+
+  it('fails after three tries, with the panic that caused it; on a port the caller chose, at once', async () => {
+    const always = flakyCli(99);
+    const err = await startDevServer({ cliPath: always.path, dataDir: tempDir('flaky'), port: 0, uiPort: null }).catch((e: Error) => e);
+    expect(always.calls()).toBe(3);
+    expect((err as Error).message).toMatch(/exited with code 2 before it answered[\s\S]*panic: listen tcp 127\.0\.0\.1:1: bind: address already in use/);
+    const fixed = flakyCli(99);
+    const port = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    await expect(startDevServer({ cliPath: fixed.path, dataDir: tempDir('flaky'), port, uiPort: null })).rejects.toThrow(/exited with code 2/);
+    expect(fixed.calls()).toBe(1);
+  });
+});
+
 describe('dev server lifecycle', () => {
   it('keeps a running workflow across a restart on the same SQLite file, and stop() ends the process', async () => {
     const dataDir = tempDir('restart');
