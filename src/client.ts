@@ -26,7 +26,10 @@ import {
   type SessionStatus,
   type TurnAnswer,
   describeIssues,
+  SESSION_USER_MEMO,
 } from './workflows/types.js';
+
+export { SESSION_USER_MEMO };
 import { clientTracing, tracingFromEnv, type KeelTracing } from './telemetry/tracing.js';
 import { ToolChainInputSchema, type ToolChainInputArgs } from './workflows/toolChain.js';
 import { RouteInputSchema, routeQuery, type RouteInputArgs, type RouteStatus } from './workflows/router.js';
@@ -72,9 +75,6 @@ export interface SessionHandle {
 function startedRunning(searchAttributes: boolean): { typedSearchAttributes?: SearchAttributePair[] } {
   return searchAttributes ? { typedSearchAttributes: [{ key: KeelStatus, value: 'running' }] } : {};
 }
-
-/** The memo key under which a session records who started it (encrypted with the payloads, never a search attribute). */
-export const SESSION_USER_MEMO = 'keelUser';
 
 /** The Keel client. */
 export class KeelClient {

@@ -20,10 +20,10 @@ import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { bundleApp } from '../../src/app/load.js';
 import { readHistoryFile } from '../../src/replay.js';
 import { workerTracing } from '../../src/telemetry/tracing.js';
+import { isSharedLibrary } from '../../src/workflows/shared-libraries.js';
 import { ROOT, SUPPORT_TOOLS, machineFacts, machineLine, parseBenchArgs, percentile, progress, renderTable, round } from '../support.js';
 
 const HISTORY = path.join(ROOT, 'test', 'histories', 'refund-demo.json');
-const ZOD_MODULE = /(?:^|[\\/])node_modules[\\/]zod[\\/]/;
 const MB = 2 ** 20;
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
   const script = new vm.Script(unshared.code, { filename: 'workflow-bundle.js' });
   const first: ModuleCache = {};
   evaluate(script, first);
-  const zodRecords = Object.fromEntries(Object.entries(first).filter(([id]) => ZOD_MODULE.test(id)));
+  const zodRecords = Object.fromEntries(Object.entries(first).filter(([id]) => isSharedLibrary(id)));
   evaluate(script, {}); // warm-up of the other mode's path
   const own = perWorkflow(script, {}, args.contexts);
   const withZod = perWorkflow(script, zodRecords, args.contexts);

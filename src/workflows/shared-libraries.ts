@@ -26,6 +26,11 @@
 /** Module ids (webpack's, paths in the bundle) of the libraries shared across workflows. */
 const SHARED = /(?:^|[\\/])node_modules[\\/]zod[\\/]/;
 
+/** Whether a bundle's module (by webpack's id) is one of the libraries a thread's workflows share. */
+export function isSharedLibrary(moduleId: string): boolean {
+  return SHARED.test(moduleId);
+}
+
 /** webpack's record of one module: `{ exports }`. */
 interface ModuleRecord {
   exports?: unknown;
@@ -55,7 +60,7 @@ export function adoptSharedLibraries(): void {
 export function publishSharedLibraries(): void {
   const cache = workflowModuleCache();
   if (!cache) return;
-  for (const [id, record] of cache) if (SHARED.test(id) && !shared.has(id)) shared.set(id, record);
+  for (const [id, record] of cache) if (isSharedLibrary(id) && !shared.has(id)) shared.set(id, record);
 }
 
 /** How many module records the thread shares (for tests and benchmarks). */

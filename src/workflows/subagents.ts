@@ -54,6 +54,7 @@ import { redact } from './redact.js';
 import type { ToolCallRequest, ToolRunner } from './tool-runner.js';
 import { asUntrustedData } from './untrusted.js';
 import {
+  SESSION_USER_MEMO,
   describeIssues,
   type ParentLink,
   type PendingUndo,
@@ -83,7 +84,7 @@ export function childSessionOptions(workflowId: string, summary: string, userId:
     cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
     parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
     staticSummary: summary,
-    memo: { keelUser: userId },
+    memo: { [SESSION_USER_MEMO]: userId },
   };
 }
 

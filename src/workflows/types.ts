@@ -24,6 +24,9 @@ export function invalidInput(message: string): never {
   throw ApplicationFailure.create({ type: FailureTypes.InvalidSessionInput, nonRetryable: true, message });
 }
 
+/** The memo key under which a session records who started it (encrypted with the payloads, never a search attribute). */
+export const SESSION_USER_MEMO = 'keelUser';
+
 import { DurationSchema } from './duration.js';
 import { EXECUTION_MODES, type ExecutionMode } from '../tools/policy.js';
 import { BudgetSchema, PricingSchema, type Budget, type ModelPrice, type Pricing, type Spend } from './budget.js';
